@@ -8,7 +8,7 @@ ARGS ?=
 # pip prints a warning for every index folder a package is missing from; keep the log readable.
 QUIET_PIP := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup lab test unit notebooks clean
+.PHONY: setup lab test unit notebooks execute clean
 
 setup: $(STAMP)
 
@@ -30,11 +30,21 @@ lab: setup
 test: setup unit notebooks
 
 unit:
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CADLAB_LM=SmolLM2-135M-Instruct $(PY) -m pytest -q tests
 
 notebooks:
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q --nbval --nbval-current-env \
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CADLAB_LM=SmolLM2-135M-Instruct $(PY) -m pytest -q --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/sanitize.cfg --nbval-cell-timeout=600 notebooks
+
+# Re-run notebooks in place and store their outputs, with the same settings nbval uses:
+# `make execute NB=notebooks/01_qwen25_layers.ipynb` (default: every notebook).
+NB ?= $(wildcard notebooks/*.ipynb)
+execute: setup
+	for nb in $(NB); do \
+		HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CADLAB_LM=SmolLM2-135M-Instruct \
+		$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 "$$nb" || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV)

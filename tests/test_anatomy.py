@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm, apply_rotary_pos_emb
 from transformers.models.qwen2.modeling_qwen2 import repeat_kv as library_repeat_kv
 
-from cadlab import anatomy, checks
+from cadlab import anatomy
+from cadlab.exercises import anatomy as checks
 from cadlab.models import tiny_qwen2
 
 

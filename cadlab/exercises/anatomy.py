@@ -1,10 +1,4 @@
-"""Self-checks for the notebooks' exercises.
-
-Each ``check_*`` takes the learner's function, compares it with the library on several
-inputs, prints one line on success and raises ``AssertionError`` saying what differs
-otherwise. A function that still raises ``NotImplementedError`` is reported as
-"not attempted yet" rather than as a failure, so the notebook runs top to bottom.
-"""
+"""Self-checks for the exercises of 01_qwen25_layers.ipynb (RMSNorm, GQA, parameter counting)."""
 
 from __future__ import annotations
 
@@ -12,14 +6,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm, repeat_kv
 
-
-def _attempted(fn, *args) -> bool:
-    try:
-        fn(*args)
-    except NotImplementedError:
-        print(f"{fn.__name__}: not attempted yet - fill in the function and run the check again.")
-        return False
-    return True
+from cadlab.exercises import attempted
 
 
 def check_rms_norm(fn) -> bool:
@@ -27,7 +14,7 @@ def check_rms_norm(fn) -> bool:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 16, generator=generator)
     weight = torch.randn(16, generator=generator)
-    if not _attempted(fn, x, weight, 1e-6):
+    if not attempted(fn, x, weight, 1e-6):
         return False
     for dtype, eps, tol in [(torch.float32, 1e-6, 1e-5), (torch.float32, 1e-1, 1e-5), (torch.bfloat16, 1e-6, 1e-2)]:
         norm = Qwen2RMSNorm(16, eps=eps).to(dtype)
@@ -46,7 +33,7 @@ def check_rms_norm(fn) -> bool:
 def check_repeat_kv(fn) -> bool:
     """``fn(x, n_rep)`` must turn [b, n_kv, s, d] into [b, n_kv*n_rep, s, d] like the library."""
     x = torch.randn(2, 3, 4, 8, generator=torch.Generator().manual_seed(1))
-    if not _attempted(fn, x, 2):
+    if not attempted(fn, x, 2):
         return False
     for n_rep in (1, 2, 7):
         got, expected = fn(x, n_rep), repeat_kv(x, n_rep)
@@ -70,7 +57,7 @@ def check_parameter_count(fn) -> bool:
                                        num_hidden_layers=5, num_attention_heads=6, num_key_value_heads=1,
                                        tie_word_embeddings=True),
     }
-    if not _attempted(fn, configs["Qwen2.5-0.5B"]):
+    if not attempted(fn, configs["Qwen2.5-0.5B"]):
         return False
     for name, config in configs.items():
         with torch.device("meta"):

@@ -1,0 +1,34 @@
+"""Small conveniences every notebook uses: the versions cell and Markdown tables."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib")
+
+
+def print_versions(*extra: str) -> None:
+    """Print Python, the core packages (plus ``extra`` ones) and the CPU threads torch uses."""
+    import torch
+
+    parts = [f"python {platform.python_version()}"]
+    for name in PACKAGES + extra:
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    print(" | ".join(parts))
+    print(f"device: cpu, torch threads: {torch.get_num_threads()}")
+
+
+def md_table(headers, rows):
+    """A Markdown table for display in a notebook (``IPython.display.Markdown``)."""
+    from IPython.display import Markdown
+
+    def cell(value):
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))
