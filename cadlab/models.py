@@ -86,10 +86,18 @@ def _cached_hub_snapshot(repo_id: str) -> Path | None:
 
 
 def _load_pretrained(source: str, dtype, attn_implementation):
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, attn_implementation=attn_implementation
-    )
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load is noise in a notebook (and breaks nbval)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, attn_implementation=attn_implementation
+        )
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     return model.eval(), tokenizer
 
 
