@@ -1,0 +1,72 @@
+"""Self-checks for the exercises of 06_point_clouds.ipynb (Fourier features, normalization, Chamfer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cadlab.exercises import attempted
+
+
+def check_fourier_features(fn) -> bool:
+    """``fn(points)`` must map (B, N, 3) to CAD-Recode's 51 features, in FourierPointEncoder's order."""
+    from cadlab.pointcloud import FourierPointEncoder
+
+    points = torch.rand(2, 7, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    if not attempted(fn, points):
+        return False
+    expected = FourierPointEncoder(1).fourier_features(points)
+    got = fn(points)
+    assert tuple(got.shape) == (2, 7, 51), f"shape {tuple(got.shape)}, expected (2, 7, 51) = xyz + 24 sines + 24 cosines"
+    torch.testing.assert_close(got[..., :3], points, msg="the first 3 features must be the coordinates themselves")
+    for name, part in (("sines", slice(3, 27)), ("cosines", slice(27, 51))):
+        if not torch.allclose(got[..., part], expected[..., part], atol=1e-5):
+            raise AssertionError(f"the {name} are wrong or in the wrong order. Expected x·1, x·2, ... x·128, then "
+                                 "y·1 ... y·128, then z·1 ... z·128 (axis-major): points[..., None] * freqs, "
+                                 "reshaped to (B, N, 24).")
+    print("check_fourier_features: equal to FourierPointEncoder.fourier_features (51 features, axis-major) ✓")
+    return True
+
+
+def check_normalize_points(fn) -> bool:
+    """``fn(points)`` (N, 3) array -> points with bbox centre at 0 and the longest side spanning [-1, 1]."""
+    import trimesh
+
+    from cadlab.pointcloud import normalize_mesh
+
+    rng = np.random.default_rng(0)
+    clouds = [rng.random((50, 3)) * [4, 2, 1] + [3, -2, 10], rng.normal(size=(80, 3)) * [1, 5, 2],
+              np.array([[0.0, 0, 0], [0, 0, 3], [1, 1, 1]])]
+    if not attempted(fn, clouds[0]):
+        return False
+    for i, cloud in enumerate(clouds):
+        expected = normalize_mesh(trimesh.PointCloud(cloud)).vertices
+        got = np.asarray(fn(cloud.copy()), dtype=float)
+        assert got.shape == cloud.shape, f"cloud {i}: shape {got.shape}, expected {cloud.shape}"
+        if not np.allclose(got, expected, atol=1e-9):
+            low, high = got.min(axis=0), got.max(axis=0)
+            raise AssertionError(f"cloud {i}: your box is {np.round(low, 3)} .. {np.round(high, 3)}. Subtract the "
+                                 "bounding-box CENTRE (min+max)/2 (not the mean of the points), then scale ALL axes "
+                                 "by the same 2 / longest side.")
+    print("check_normalize_points: equal to normalize_mesh on 3 point sets ✓")
+    return True
+
+
+def check_chamfer(fn) -> bool:
+    """``fn(p, q)`` on torch tensors (n, 3), (m, 3) must equal metrics.chamfer_distance_points (raw, not x1000)."""
+    from cadlab.metrics import chamfer_distance_points
+
+    generator = torch.Generator().manual_seed(0)
+    cases = [(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([[1.0, 0, 0], [3, 0, 0]], dtype=torch.float64)),
+             (torch.rand(200, 3, generator=generator, dtype=torch.float64),
+              torch.rand(150, 3, generator=generator, dtype=torch.float64))]
+    if not attempted(fn, *cases[0]):
+        return False
+    for i, (p, q) in enumerate(cases):
+        expected = chamfer_distance_points(p.numpy(), q.numpy())
+        got = float(fn(p, q))
+        assert abs(got - expected) <= 1e-9 * max(1.0, expected), (
+            f"case {i}: got {got:.6f}, expected {expected:.6f}. Square the nearest-neighbour distances, average "
+            "each direction separately (the sets may differ in size), and ADD the two means.")
+    print("check_chamfer: equal to metrics.chamfer_distance_points (6.0 for the hand example) ✓")
+    return True
