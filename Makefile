@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import torch, transformers, cadlab; print('cadlab: torch', torch.__version__, '| transformers', transformers.__version__)"
 	@touch $@
 
+# Jupyter refuses to run as root unless told; containers and workshop VMs often are root.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT) $(ARGS)
 
 # Tests and notebooks never touch the network.
 test: setup unit notebooks
