@@ -99,8 +99,8 @@ def decode_benchmark(model, input_ids: torch.Tensor, *, new_tokens: int = 256, r
         "tok_s_uncached": round(tok_s["uncached"], 2),
         "ratio_vs_generate": round(tok_s["cached"] / tok_s["generate"], 3),
         "cache_speedup": round(tok_s["cached"] / tok_s["uncached"], 2),
-        "ttft_s": round(median["prefill"], 4),
-        "decode_s_per_token": round(decode_s, 4),
+        "ttft_s": float(f"{median['prefill']:.4g}"),          # 4 significant digits: a tiny model's
+        "decode_s_per_token": float(f"{decode_s:.4g}"),       # step takes microseconds
         "weight_MB": round(weight_bytes(model) / 1e6, 1),
         "achieved_GB_s": round(moved / decode_s / 1e9, 2),
         "copy_GB_s": round(copy_bandwidth(copy_megabytes), 2),
