@@ -286,3 +286,70 @@ def reconstruct_folder(model, tokenizer, stl_dir, out_dir, batch_size: int = 8, 
             path.write_text(extract_code(text))
             written.append(path)
     return written
+
+
+# --------------------------------------------------------------------------------------------
+# Which model: the course's mini model, or the real checkpoint
+# --------------------------------------------------------------------------------------------
+MINI_MODEL_DIR = Path(__file__).parent / "weights" / "mini-cadrecode"
+REAL_MODEL_ID = "filapro/cad-recode-v1.5"
+
+
+def load_cadrecode(name_or_path=None, dtype=torch.float32):
+    """``(model, tokenizer)`` for CAD-Recode, in eval mode; prints one line naming the model in use.
+
+    * ``None``: the course's mini model shipped in ``cadlab/weights/mini-cadrecode`` (a few-layer
+      Qwen2 trained by ``python -m cadlab.train_cadrecode``, with its own small tokenizer that keeps
+      ``<|im_end|>`` / ``<|im_start|>`` / ``<|endoftext|>`` in their CAD-Recode roles). Offline.
+    * a folder or a hub id already in the local Hugging Face cache, e.g. ``filapro/cad-recode-v1.5``:
+      ``CADRecode.from_pretrained``. Its tokenizer is the folder's own if it has one, else Qwen2's
+      (the real checkpoint ships none; ``cadlab.models.qwen25_tokenizer()`` builds it offline).
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    if name_or_path is None:
+        source, where = MINI_MODEL_DIR, "the course's mini CAD-Recode"
+        if not (source / "model.safetensors").is_file():
+            raise FileNotFoundError(f"load_cadrecode: the shipped mini model is missing from {source}; "
+                                    "train it with `python -m cadlab.train_cadrecode` or pass a model folder.")
+    else:
+        text = str(name_or_path)
+        folder = Path(text).expanduser()
+        is_path = isinstance(name_or_path, Path) or folder.exists() or text.startswith((".", "/", "~")) \
+            or text.count("/") != 1
+        if is_path:
+            if not folder.is_dir():
+                raise FileNotFoundError(f"load_cadrecode: {text!r} is not a folder. Pass a folder holding "
+                                        "config.json and *.safetensors of a CAD-Recode checkpoint, a hub id "
+                                        f"already in your Hugging Face cache (e.g. {REAL_MODEL_ID!r}), or "
+                                        "nothing for the course's mini model.")
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"load_cadrecode: {folder} has no config.json; it is not a saved "
+                                        "model folder (save one with model.save_pretrained).")
+            source, where = folder, str(folder)
+        else:
+            source, where = text, f"{text} (Hugging Face cache)"
+    try:
+        model = CADRecode.from_pretrained(source, dtype=dtype)
+    except Exception as error:  # noqa: BLE001 - re-raised with what to do
+        raise RuntimeError(f"load_cadrecode: could not load {str(source)!r}: {type(error).__name__}: {error}\n"
+                           "A folder needs config.json and weights; a hub id must already be in your Hugging "
+                           "Face cache (no network here). Call load_cadrecode() for the course's mini model.") \
+            from error
+    try:
+        # the files' own class, not the one AutoTokenizer picks from model_type (Qwen2Tokenizer would
+        # make the mini tokenizer's <|endoftext|> its unknown token)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
+        tokenizer_note = "its own tokenizer"
+    except Exception:  # noqa: BLE001 - the real checkpoint ships no tokenizer: use Qwen2's
+        from cadlab.models import qwen25_tokenizer
+
+        tokenizer = qwen25_tokenizer()
+        tokenizer_note = "Qwen2's tokenizer"
+    for token in (POINT_TOKEN, START_TOKEN, END_TOKEN):
+        _token_id(tokenizer, token)
+    tokenizer.padding_side = "left"
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"cadlab: using {where} ({model.config.num_hidden_layers}-layer CADRecode, {n_params / 1e6:.1f}M "
+          f"parameters, {tokenizer_note} of {len(tokenizer)} tokens)")
+    return model.eval(), tokenizer

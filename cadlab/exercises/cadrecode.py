@@ -1,0 +1,109 @@
+"""Self-checks for the exercises of 07_cad_recode.ipynb (the prefill embedding, the cached loop, the grid).
+
+The checks run the learner's function on a tiny random ``CADRecode`` (2 layers, width 64, a
+320-token vocabulary, fixed seed): the plumbing is the same as the mini model's, and it takes
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cadlab.exercises import attempted
+
+PAD, START = 2, 3          # the placeholder and start ids of the tiny vocabulary
+
+
+def tiny_model(seed: int = 0):
+    """A tiny random CADRecode in eval mode (weights ~ N(0, 0.3^2), norms ~ 1)."""
+    from transformers import Qwen2Config
+
+    from cadlab.cadrecode import CADRecode
+
+    config = Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True,
+                         bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    model = CADRecode(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            parameter.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else 0.3 * noise)
+    return model.eval()
+
+
+def tiny_inputs(batch: int = 2, n_points: int = 256, seed: int = 0) -> dict:
+    """A CAD-Recode prompt for ``batch`` random clouds in [-1, 1]^3 (ids of the tiny vocabulary)."""
+    points = torch.rand(batch, n_points, 3, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return {"input_ids": torch.tensor([[PAD] * n_points + [START]] * batch),
+            "attention_mask": torch.tensor([[-1] * n_points + [1]] * batch), "point_cloud": points}
+
+
+def check_embed_prompt(fn) -> bool:
+    """``fn(model, input_ids, attention_mask, point_cloud)`` must return CADRecode's prefill embeddings."""
+    model, inputs = tiny_model(), tiny_inputs()
+    keep = {k: v.clone() for k, v in inputs.items()}
+    with torch.no_grad():
+        if not attempted(fn, model, *(v.clone() for v in inputs.values())):
+            return False
+        got = fn(model, *inputs.values())
+        expected = model.embed_prompt(*keep.values())
+    for key in inputs:
+        assert torch.equal(inputs[key], keep[key]), (
+            f"your function changed the caller's {key}; work on copies (clone) as CADRecode does.")
+    assert tuple(got.shape) == tuple(expected.shape), f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    if not torch.allclose(got[:, -1], expected[:, -1], atol=1e-6):
+        raise AssertionError("the last position (<|im_start|>) must keep its token embedding, embed_tokens(input_ids).")
+    if not torch.allclose(got, expected, atol=1e-5):
+        raise AssertionError("the 256 point positions (attention_mask == -1) must hold model.point_encoder(point_cloud), "
+                             "row by row, in point order.")
+    print("check_embed_prompt: equal to CADRecode.embed_prompt (2 clouds x 256 points + <|im_start|>) ✓")
+    return True
+
+
+def check_cached_greedy(fn) -> bool:
+    """``fn(model, inputs, steps)`` -> (B, steps) greedy token ids from a DynamicCache loop.
+
+    Must equal ``model.generate(do_sample=False)`` and call the point encoder exactly once.
+    """
+    model, inputs, steps = tiny_model(), tiny_inputs(), 8
+    calls = []
+    hook = model.point_encoder.register_forward_hook(lambda module, args, out: calls.append(tuple(out.shape)))
+    try:
+        with torch.no_grad():
+            if not attempted(fn, model, inputs, 1):
+                return False
+            calls.clear()
+            got = torch.as_tensor(fn(model, inputs, steps))
+    finally:
+        hook.remove()
+    expected = model.generate(**inputs, max_new_tokens=steps, do_sample=False, pad_token_id=PAD)[:, -steps:]
+    assert tuple(got.shape) == tuple(expected.shape), (
+        f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} = (batch, steps): return only the new tokens.")
+    if not torch.equal(got, expected):
+        raise AssertionError(f"tokens differ from generate's: {got.tolist()} vs {expected.tolist()}. Feed only the "
+                             "new token after the first step, and grow the attention mask by a 1 each step.")
+    assert len(calls) == 1, (f"the point encoder ran {len(calls)} times for {steps} tokens; with a cache it must run "
+                             "once, on the prefill (pass point_cloud only on the first call).")
+    print(f"check_cached_greedy: same {steps} tokens as generate, point encoder called once ✓")
+    return True
+
+
+def check_to_grid(fn) -> bool:
+    """``fn(points)`` -> integer code units: round(100 * p), as ints, for points in the normalized frame."""
+    rng = np.random.default_rng(0)
+    cases = [np.array([[0.4, -0.25, 1.0], [-1.0, 0.004, 0.006]]), rng.uniform(-1, 1, size=(50, 3))]
+    if not attempted(fn, cases[0]):
+        return False
+    for i, points in enumerate(cases):
+        got = np.asarray(fn(points.copy()))
+        expected = np.rint(points * 100).astype(int)
+        assert got.shape == points.shape, f"case {i}: shape {got.shape}, expected {points.shape}"
+        assert np.issubdtype(got.dtype, np.integer), f"case {i}: dtype {got.dtype}; the grid is integers"
+        if not np.array_equal(got, expected):
+            raise AssertionError(f"case {i}: e.g. {points[0].tolist()} -> {got[0].tolist()}, expected "
+                                 f"{expected[0].tolist()}. Code units are 100 x the normalized frame, rounded.")
+    print("check_to_grid: 0.4 -> 40, -1.0 -> -100, 0.004 -> 0 (the grid step 0.01 is the finest detail) ✓")
+    return True

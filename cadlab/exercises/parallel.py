@@ -1,0 +1,70 @@
+"""Self-checks for the exercises of 05_parallel_decoding.ipynb (one Jacobi pass, the verified prefix)."""
+
+from __future__ import annotations
+
+import torch
+
+from cadlab.exercises import attempted
+
+
+def _reference_step(model, prefix_ids, guess):
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.cat([prefix_ids, guess[:-1]])[None]).last_hidden_state
+        return model.lm_head(hidden[0, -guess.shape[0]:]).argmax(dim=-1)
+
+
+def _reference_verified(guess, predicted):
+    m = guess.shape[0]
+    return 1 + int((guess[:m - 1] == predicted[:m - 1]).long().cumprod(dim=0).sum())
+
+
+def check_jacobi_step(fn) -> bool:
+    """``fn(model, prefix_ids [P], guess [m])`` must return the block after one Jacobi pass [m]."""
+    from cadlab.models import tiny_qwen2
+
+    model = tiny_qwen2()
+    generator = torch.Generator().manual_seed(5)
+    prefix = torch.randint(3, 256, (7,), generator=generator)
+    if not attempted(fn, model, prefix, torch.full((4,), 2)):
+        return False
+    for m in (1, 4, 9):
+        guess = torch.randint(3, 256, (m,), generator=generator)
+        got, expected = fn(model, prefix, guess), _reference_step(model, prefix, guess)
+        assert isinstance(got, torch.Tensor) and tuple(got.shape) == (m,), (
+            f"block of {m}: return a LongTensor of shape ({m},), got "
+            f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+        assert torch.equal(got, expected), (
+            f"block of {m}: you returned {got.tolist()}, one Jacobi pass gives {expected.tolist()}. Feed "
+            "prefix + guess[:-1] (the last guess token predicts nothing inside the block) and take the argmax "
+            "of the logits at the last m positions: position P-1 predicts block token 1 (next-token shift).")
+    # Iterated from any start, the pass reaches the greedy continuation within m passes.
+    guess = torch.full((6,), 2)
+    for _ in range(6):
+        guess = fn(model, prefix, guess)
+    assert torch.equal(_reference_step(model, prefix, guess), guess), "6 passes on 6 tokens must reach the fixed point."
+    print("check_jacobi_step: equal to one Jacobi pass for blocks of 1, 4 and 9; the fixed point is reached ✓")
+    return True
+
+
+def check_verified_prefix(fn) -> bool:
+    """``fn(guess [m], predicted [m])`` must return how many predicted tokens a pass may commit."""
+    t = torch.tensor
+    if not attempted(fn, t([5, 6, 7]), t([5, 6, 7])):
+        return False
+    cases = [
+        ("guess all wrong", t([9, 9, 9, 9]), t([1, 2, 3, 4])),
+        ("first two right", t([1, 2, 9, 9]), t([1, 2, 3, 4])),
+        ("all right", t([1, 2, 3, 4]), t([1, 2, 3, 4])),
+        ("last guess wrong, all others right", t([1, 2, 3, 9]), t([1, 2, 3, 4])),
+        ("a match after a mismatch does not count", t([9, 2, 3, 4]), t([1, 2, 3, 4])),
+        ("a block of one", t([9]), t([4])),
+    ]
+    for name, guess, predicted in cases:
+        got, expected = fn(guess, predicted), _reference_verified(guess, predicted)
+        assert got == expected, (
+            f"{name}: guess {guess.tolist()}, predicted {predicted.tolist()}: you said {got}, a pass commits "
+            f"{expected}. Predicted token 1 is always right; predicted token i+1 is right when guess tokens 1..i "
+            "all equal the predictions (it was computed from exact context). The last guess token is never "
+            "checked: nothing in the block was predicted from it.")
+    print("check_verified_prefix: right for wrong, partial, full and one-token blocks ✓")
+    return True
