@@ -6,12 +6,17 @@ body is either a sketch (an outer profile: rectangle, circle, or a closed polyli
 ``mode='s'``; ``.finalize().extrude(d)``), or a ``box``, or a ``cylinder``. Every body is
 placed so that it contains the global origin (up to its cut-outs), so the bodies overlap and
 their ``union`` is one solid; the solid is bound to ``r``. Every number is an integer and
-every coordinate of the solid lies on the -100..100 grid (code units = 100 x point-cloud units).
+every coordinate of the solid lies on the -100..100 grid.
 
 ``generate_program(seed)`` is a pure function of the seed. ``validate`` runs a program through
 ``cadlab.cadexec.run_cadquery`` (the sandbox) and accepts it only if it gives one watertight
-body inside the grid. ``build_dataset`` turns seeds into (program, normalized 256-point cloud)
-pairs, with a progress bar, an on-disk cache and a count of the rejected programs.
+body inside the grid. ``normalize_program`` rescales and recentres a program so that its solid
+fills the grid the way CAD-Recode's normalized inputs fill [-1, 1]: bounding-box centre at the
+origin, longest side spanning [-99, 99]. After it, code units = 100 x point-cloud units (to 1%),
+so the numbers the model must write are a function of the points it sees — without it the same
+normalized cloud would stand for programs of every size and position. ``build_dataset`` turns
+seeds into (normalized program, 256-point cloud) pairs, with a progress bar, an on-disk cache
+and a count of the rejected programs.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 GRID = 100                 # coordinates live in [-GRID, GRID]
-GENERATOR_VERSION = 1      # bump when generate_program changes: it is part of the cache key
+GENERATOR_VERSION = 2      # bump when generate_program changes: it is part of the cache key
 PLANES = ("XY", "YZ", "ZX")
 
 # Operation name -> a regular expression that finds it in a program's text.
@@ -149,6 +154,43 @@ def generate_program(seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+_ORIGIN = re.compile(r"origin=\((-?\d+),(-?\d+),(-?\d+)\)")
+
+
+def normalize_program(code: str, bounds, half_extent: int = GRID - 1) -> str:
+    """``code`` rescaled and recentred so that its solid's bounding box is centred at the origin
+    with its longest side spanning [-half_extent, half_extent] (``bounds``: the solid's (2, 3)
+    [min, max] corners, e.g. ``mesh.bounds`` from ``validate``).
+
+    With centre c and scale s = 2 * half_extent / (longest side): every workplane origin o
+    becomes round(s * (o - c)), every other number x (sketch coordinates, sizes, depths, all
+    local to a workplane) becomes round(s * x). Sketches, extrusions, boxes and cylinders all
+    scale with their numbers, so the new solid is s * (solid - c) up to rounding (< 1 unit);
+    run it through ``validate`` again to be sure.
+    """
+    lo, hi = np.asarray(bounds, dtype=float)
+    extent = float((hi - lo).max())
+    if not np.all(np.isfinite([lo, hi])) or extent <= 0:
+        raise ValueError(f"bounds must be finite with a positive size, got {np.asarray(bounds).tolist()}")
+    centre, scale = (lo + hi) / 2, 2 * half_extent / extent
+
+    def scaled(match) -> str:
+        return str(round(float(match.group()) * scale))
+
+    head, body = code.split("\n", 1)
+    lines = []
+    for line in body.splitlines():
+        origin = _ORIGIN.search(line)
+        if origin and "Workplane(" in line:
+            new = [round(scale * (int(v) - c)) for v, c in zip(origin.groups(), centre)]
+            line = line[:origin.start()] + f"origin=({new[0]},{new[1]},{new[2]})" + line[origin.end():]
+        else:
+            line = _NUMBER.sub(scaled, line)
+        lines.append(line)
+    return head + "\n" + "\n".join(lines) + "\n"
+
+
 def program_numbers(code: str) -> list[int]:
     """Every numeric literal in a program after the import line (all must be integers on the grid)."""
     body = code.split("\n", 1)[1]
@@ -178,6 +220,19 @@ def validate(code: str, timeout: float = 3.0):
     return mesh, None
 
 
+def normalized_program(seed: int, timeout: float = 3.0):
+    """One training example's program: ``generate_program(seed)`` -> ``validate`` ->
+    ``normalize_program`` -> ``validate``. Returns ``(code, mesh, None)``, or ``(None, None, reason)``."""
+    mesh, reason = validate(generate_program(seed), timeout=timeout)
+    if mesh is None:
+        return None, None, reason
+    code = normalize_program(generate_program(seed), mesh.bounds)
+    mesh, reason = validate(code, timeout=timeout)
+    if mesh is None:
+        return None, None, f"after normalize_program: {reason}"
+    return code, mesh, None
+
+
 def _cache_path(cache_dir, start: int, n: int, n_points: int) -> Path:
     key = hashlib.sha1(f"v{GENERATOR_VERSION}-{start}-{n}-{n_points}".encode()).hexdigest()[:12]
     return Path(cache_dir) / f"synth_{start}_{n}_{n_points}_{key}.npz"
@@ -188,9 +243,10 @@ DEFAULT_CACHE = Path(os.environ.get("CADLAB_CACHE", "~/.cache/cadlab")).expandus
 
 def build_dataset(n: int, start: int = 0, n_points: int = 256, cache_dir=DEFAULT_CACHE, timeout: float = 3.0,
                   progress: bool = True) -> dict:
-    """Programs for seeds ``start .. start+n-1`` -> sandbox -> mesh -> normalized point cloud.
+    """Programs for seeds ``start .. start+n-1`` -> sandbox -> ``normalize_program`` -> sandbox
+    -> mesh -> normalized point cloud.
 
-    Returns a dict: ``codes`` (accepted programs), ``seeds`` (their seeds), ``points``
+    Returns a dict: ``codes`` (accepted, normalized programs), ``seeds`` (their seeds), ``points``
     (len(codes), n_points, 3) float32 point clouds of the meshes normalized as CAD-Recode's
     inputs (``cadlab.pointcloud.mesh_to_point_cloud``, sampling seed = program seed),
     ``rejected`` (how many seeds gave no valid program) and ``reasons`` (seed -> why). The
@@ -213,8 +269,7 @@ def build_dataset(n: int, start: int = 0, n_points: int = 256, cache_dir=DEFAULT
     codes, seeds, clouds, reasons = [], [], [], {}
     bar = tqdm(range(start, start + n), desc="synth programs", disable=not progress)
     for seed in bar:
-        code = generate_program(seed)
-        mesh, reason = validate(code, timeout=timeout)
+        code, mesh, reason = normalized_program(seed, timeout=timeout)
         if mesh is None:
             reasons[seed] = reason
         else:

@@ -11,7 +11,7 @@ from cadlab.cadrecode import (CADRecode, END_TOKEN, MINI_MODEL_DIR, POINT_TOKEN,
                               load_cadrecode, prepare_inputs)
 from cadlab.metrics import iou
 from cadlab.pointcloud import mesh_to_point_cloud
-from cadlab.synth import generate_program, validate
+from cadlab.synth import generate_program, normalized_program
 from cadlab.train_cadrecode import (TEST_SEEDS, TEST_START, build_tokenizer, collate, encode_program, learning_rate,
                                     train)
 
@@ -93,6 +93,20 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_bf16_autocast_training_keeps_fp32_weights(tmp_path):
+    rng = np.random.default_rng(1)
+    codes = [generate_program(s) for s in range(6)]
+    data = {"codes": codes, "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
+    log = train(tmp_path / "run", tmp_path / "out", max_steps=12, hidden_size=32, layers=1, heads=2, kv_heads=1,
+                intermediate_size=64, batch_size=6, lr=1e-2, warmup=1, data=data, val=data, progress=False,
+                checkpoint_minutes=1e6, bf16=True)
+    losses = [r["loss"] for r in log["train"]]
+    assert losses[-1] < losses[0] - 1.0, losses
+    assert log["config"]["bf16_autocast"] is True
+    model = CADRecode.from_pretrained(tmp_path / "out")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_load_cadrecode_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load_cadrecode(tmp_path / "missing")
@@ -111,7 +125,7 @@ def test_shipped_model_reconstructs_an_easy_held_out_shape(capsys):
     assert TEST_START <= EASY_HELD_OUT_SEED < TEST_START + TEST_SEEDS
     model, tokenizer = load_cadrecode()
     assert "mini CAD-Recode" in capsys.readouterr().out
-    target, reason = validate(generate_program(EASY_HELD_OUT_SEED))
+    _, target, reason = normalized_program(EASY_HELD_OUT_SEED)
     assert target is not None, reason
     inputs = prepare_inputs(mesh_to_point_cloud(target, seed=EASY_HELD_OUT_SEED), tokenizer)
     tokens = model.generate(**inputs, max_new_tokens=256, pad_token_id=tokenizer.convert_tokens_to_ids(POINT_TOKEN))
