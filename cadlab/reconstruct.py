@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 MAX_SAMPLES = 64          # --samples above this is refused (each sample is a full generation)
-DEFAULT_MAX_NEW_TOKENS = 768   # the CAD-Recode demo's; the mini model's programs end after ~50-150 tokens
+DEFAULT_MAX_NEW_TOKENS = 768   # the CAD-Recode demo's; the mini model's programs end after ~40-210 tokens
 SMALL_MODEL = 50_000_000       # below this many parameters the command decodes on one CPU thread
 
 

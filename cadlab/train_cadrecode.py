@@ -9,10 +9,14 @@ seeds come in chunks of ``CHUNK`` from 0 upwards; the held-out test set is seeds
 chunk already in the cache, and looks again at the start of every epoch, so a dataset built in
 another process joins the run as it grows.
 
-Tokenizer. A byte-level BPE trained on the programs (``build_tokenizer``). Numbers are split off
-before BPE (``-?\\d+``), so a coordinate is one token and the merges learn the fixed syntax
-(``.finalize().extrude(``). The three Qwen special tokens keep their roles: ``<|im_end|>`` is the
-placeholder at the 256 point positions (and the pad), ``<|im_start|>`` opens the code,
+Tokenizer. A byte-level BPE trained on the programs (``build_tokenizer``). Every digit is split
+off before BPE, as Qwen2's own pre-tokenizer does, so ``-148`` is written ``-``, ``1``, ``4``, ``8``
+and the merges learn only the fixed syntax (``.finalize().extrude(``). Digits make a number a
+short sequence of 10-way choices whose first choice is coarse (is the side above 100?) instead of
+one of ~450 unrelated whole-number tokens; a first run with whole-number tokens learned the
+programs' prior and barely read the points (held-out loss 2.112 with the true clouds vs 2.131 with
+shuffled ones after 1,700 steps). The three Qwen special tokens keep their roles: ``<|im_end|>`` is
+the placeholder at the 256 point positions (and the pad), ``<|im_start|>`` opens the code,
 ``<|endoftext|>`` ends it. Byte-level, so any text round-trips.
 
 One training example, with C the code's token ids::
@@ -61,14 +65,14 @@ NOISE_STD, NOISE_P = 0.01, 0.5
 # --------------------------------------------------------------------------------------------
 # Tokenizer
 # --------------------------------------------------------------------------------------------
-def build_tokenizer(codes, vocab_size: int = 1024):
+def build_tokenizer(codes, vocab_size: int = 512):
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``codes``, Qwen's three special tokens first."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"-?\d+"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),      # one token per digit, as in Qwen2
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
@@ -213,14 +217,10 @@ def save_shipped(model, tokenizer, log: dict, out_dir: Path) -> None:
     plot_curves(log, out_dir / "loss_curves.png")
 
 
-def plot_curves(log: dict, path: Path) -> None:
-    """Training loss (per logged step, and smoothed) and held-out loss against steps, log scale."""
-    import matplotlib
+def draw_curves(ax, log: dict) -> None:
+    """Training loss (per logged step, and smoothed) and held-out loss against steps, log scale, on ``ax``."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
     train = log.get("train", [])
     if train:
         steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
@@ -232,13 +232,23 @@ def plot_curves(log: dict, path: Path) -> None:
     if val:
         ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="held-out")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("step")
     ax.set_ylabel("code-token cross-entropy (nats)")
     ax.set_title("mini CAD-Recode training")
     ax.legend()
+
+
+def plot_curves(log: dict, path: Path) -> None:
+    """``draw_curves`` into a PNG file (a bare matplotlib ``Figure``: no pyplot, no display needed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    draw_curves(fig.subplots(), log)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def train(run_dir: Path, out_dir: Path = WEIGHTS_DIR, minutes: float = 80.0, batch_size: int = 16,
