@@ -194,7 +194,7 @@ def normalize_program(code: str, bounds, half_extent: int = GRID - 1) -> str:
 def program_numbers(code: str) -> list[int]:
     """Every numeric literal in a program after the import line (all must be integers on the grid)."""
     body = code.split("\n", 1)[1]
-    return [int(float(n)) if float(n).is_integer() else float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", body)]
+    return [int(float(n)) if float(n).is_integer() else float(n) for n in _NUMBER.findall(body)]
 
 
 def operations(code: str) -> set[str]:

@@ -193,7 +193,9 @@ def learning_rate(progress: float, step: int, peak: float, warmup: int) -> float
 
 @torch.no_grad()
 def mean_loss(model, tokenizer, programs, clouds, batch_size: int = 16) -> float:
-    """Mean code-token loss (no noise) over a fixed set: the validation curve."""
+    """Mean code-token loss (no noise) over a fixed set: the validation curve. Leaves the model's
+    train/eval mode as it found it."""
+    was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(programs), batch_size):
@@ -201,7 +203,7 @@ def mean_loss(model, tokenizer, programs, clouds, batch_size: int = 16) -> float
         n_tok = int((batch["labels"] != -100).sum())
         total += float(model(**batch).loss) * n_tok
         count += n_tok
-    model.train()
+    model.train(was_training)
     return total / count
 
 

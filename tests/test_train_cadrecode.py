@@ -16,9 +16,9 @@ from cadlab.train_cadrecode import (TEST_SEEDS, TEST_START, build_tokenizer, col
                                     train)
 
 # A held-out shape (one body, seed in the test range) that the shipped checkpoint reconstructs
-# (greedy IoU 0.87). It is a smoke test that the shipped weights work end to end; the model's
+# (greedy IoU 0.98: a cylinder). It is a smoke test that the shipped weights work end to end; the model's
 # quality over the whole held-out set is measured by `python -m cadlab.train_cadrecode --eval`.
-EASY_HELD_OUT_SEED = TEST_START + 37
+EASY_HELD_OUT_SEED = TEST_START + 28
 
 
 @pytest.fixture(scope="module")
