@@ -50,7 +50,7 @@ ERROR_KINDS = ("ok", "syntax", "forbidden", "timeout", "memory", "cadquery", "no
 
 MEMORY_CAP = 2 * 1024**3        # RLIMIT_AS of a worker; CadQuery + OCP import and a typical run peak at ~1.15 GiB
 RECYCLE_AFTER = 200             # programs per worker before a fresh one is started
-RECYCLE_RSS = 1536 * 1024**2    # ... or once the worker's peak resident memory passes this
+RECYCLE_RSS = 1536 * 1024**2    # ... or once the worker's resident memory passes this
 STARTUP_TIMEOUT = 120.0         # seconds a new worker may take to import CadQuery
 MAX_CODE_CHARS = 100_000        # longer "programs" are refused before they reach a worker
 MAX_PRINT_CHARS = 10_000        # what print() may buffer inside the sandbox
@@ -337,6 +337,21 @@ def execute_in_this_process(code: str) -> dict:
 # --------------------------------------------------------------------------------------------
 # Wall 2: the worker process
 # --------------------------------------------------------------------------------------------
+def _resident_bytes() -> int:
+    """This process's resident memory now, in bytes (Linux: ``/proc/self/statm``).
+
+    Not ``ru_maxrss``: on Linux a process started by vfork + exec (as ``subprocess`` does) inherits
+    its parent's peak there, so a worker started by a 2 GB notebook kernel would look 2 GB big
+    after its first program and be recycled after every job."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):          # no /proc: the peak is the best there is
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _worker_main(read_fd: int, write_fd: int, memory_cap: int) -> None:
     """Entry point of a worker process: lock itself down, import CadQuery, then serve programs."""
     import resource
@@ -362,7 +377,7 @@ def _worker_main(read_fd: int, write_fd: int, memory_cap: int) -> None:
         if code is None:
             return
         result = execute_in_this_process(code)
-        result["max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result["max_rss"] = _resident_bytes()
         try:
             outbox.send(result)
         except MemoryError:

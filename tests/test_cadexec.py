@@ -262,6 +262,19 @@ def test_warm_worker_is_reused_and_replaced_after_timeout():
     assert run_cadquery(H).ok and cadexec.worker_pid() not in (None, pid)
 
 
+def test_worker_started_by_a_big_process_is_not_recycled_after_every_job():
+    """A kernel that has used more than RECYCLE_RSS must still get a warm, reused worker."""
+    import numpy as np
+
+    cadexec.shutdown()
+    ballast = np.full(cadexec.RECYCLE_RSS + 256 * 1024**2, 1, dtype=np.uint8)   # raise this process's peak RSS
+    del ballast
+    assert run_cadquery(H).ok
+    pid = cadexec.worker_pid()
+    assert pid is not None, "the worker was recycled after one small program"
+    assert run_cadquery(H).ok and cadexec.worker_pid() == pid
+
+
 def test_worker_killed_from_outside_is_replaced():
     assert run_cadquery(H).ok
     os.kill(cadexec.worker_pid(), signal.SIGKILL)
