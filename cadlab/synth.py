@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 GRID = 100                 # coordinates live in [-GRID, GRID]
-GENERATOR_VERSION = 2      # bump when generate_program changes: it is part of the cache key
+GENERATOR_VERSION = 2      # bump when generate_program or normalize_program changes: part of the cache key
 PLANES = ("XY", "YZ", "ZX")
 
 # Operation name -> a regular expression that finds it in a program's text.
@@ -192,7 +192,7 @@ def normalize_program(code: str, bounds, half_extent: int = GRID - 1) -> str:
 
 
 def program_numbers(code: str) -> list[int]:
-    """Every numeric literal in a program after the import line (all must be integers on the grid)."""
+    """Every numeric literal in a program after the import line (not the digits of names like ``w0``)."""
     body = code.split("\n", 1)[1]
     return [int(float(n)) if float(n).is_integer() else float(n) for n in _NUMBER.findall(body)]
 
@@ -223,10 +223,11 @@ def validate(code: str, timeout: float = 3.0):
 def normalized_program(seed: int, timeout: float = 3.0):
     """One training example's program: ``generate_program(seed)`` -> ``validate`` ->
     ``normalize_program`` -> ``validate``. Returns ``(code, mesh, None)``, or ``(None, None, reason)``."""
-    mesh, reason = validate(generate_program(seed), timeout=timeout)
+    raw = generate_program(seed)
+    mesh, reason = validate(raw, timeout=timeout)
     if mesh is None:
         return None, None, reason
-    code = normalize_program(generate_program(seed), mesh.bounds)
+    code = normalize_program(raw, mesh.bounds)
     mesh, reason = validate(code, timeout=timeout)
     if mesh is None:
         return None, None, f"after normalize_program: {reason}"
