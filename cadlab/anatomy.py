@@ -7,7 +7,7 @@ model's own weights with nothing but tensor arithmetic:
     for each layer:
         x = rms_norm(h) * w_in                      # input_layernorm
         q, k, v = x W_q + b_q, x W_k + b_k, x W_v + b_v   (biases: Qwen2 only)
-        q, k = rope(q), rope(k)                     # rotate pairs of dims by position * freq
+        q, k = rope(q), rope(k)                     # rotate pairs of dims by position * freq (rope_cos_sin)
         k, v = repeat_kv(k), repeat_kv(v)           # GQA: each KV head serves n_q/n_kv query heads
         a = softmax(q k^T / sqrt(d) + causal_mask) v
         h = h + a W_o                               # residual
@@ -43,7 +43,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotary position embedding: rotate each pair (x_i, x_{i+d/2}) by angle position * freq_i.
 
     ``x``: [batch, heads, seq, head_dim]; ``cos``/``sin``: [batch, seq, head_dim] as returned by
-    ``model.model.rotary_emb(x, position_ids)``.
+    ``rope_cos_sin`` (or, identically, by the library's ``model.model.rotary_emb(x, position_ids)``).
     """
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     return x * cos + rotate_half(x) * sin
@@ -52,6 +52,28 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 def rope_frequencies(head_dim: int, theta: float) -> torch.Tensor:
     """The RoPE inverse frequencies theta^(-2i/d) for i = 0 .. d/2 - 1."""
     return 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype=torch.float32):
+    """The RoPE angles as (cos, sin), each [batch, seq, head_dim].
+
+    Position m and pair i get the angle m * f_i with f_i = theta^(-2i/d) (``rope_frequencies``).
+    ``rotate_half`` pairs dimension i with i + d/2, so the d/2 angles are laid out twice,
+    [m f_0 .. m f_{d/2-1}, m f_0 .. m f_{d/2-1}]. Computed in float32, then cast to ``dtype``.
+    """
+    freqs = rope_frequencies(head_dim, theta).to(position_ids.device)
+    angles = position_ids[..., None].float() * freqs          # [batch, seq, d/2]
+    angles = torch.cat((angles, angles), dim=-1)              # [batch, seq, d]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rope_theta_of(config) -> float:
+    """The RoPE base theta of a config; only plain RoPE (no scaling variant) is written out here."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise NotImplementedError(f"rope_type {rope['rope_type']!r}: cadlab.anatomy writes out plain RoPE only "
+                                  "(rope_type 'default'); scaled variants change the frequencies.")
+    return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -118,7 +140,7 @@ def manual_forward(model, input_ids: torch.Tensor, return_hidden_states: bool = 
     config, backbone = model.config, model.model
     position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
     h = backbone.embed_tokens.weight[input_ids]
-    cos, sin = backbone.rotary_emb(h, position_ids)
+    cos, sin = rope_cos_sin(position_ids, head_dim_of(config), rope_theta_of(config), dtype=h.dtype)
     hidden = [h]
     for layer in backbone.layers:
         h = decoder_layer(layer, h, cos, sin, config)

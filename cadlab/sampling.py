@@ -23,8 +23,13 @@ token, alone and batched with left padding. ``chat_turn`` runs one turn of a cha
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from transformers import DynamicCache
+
+QWEN25_GENERATION_CONFIG_FILE = Path(__file__).parent / "data" / "qwen25_05b_instruct_generation_config.json"
 
 
 # ---------------------------------------------------------------------------------------
@@ -319,3 +324,13 @@ def chat_turn(model, tokenizer, messages, user_text, *, max_new_tokens=128, temp
                    temperature=temperature, eos_token_id=tokenizer.eos_token_id, use_cache=use_cache, **settings)
     reply = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
     return history + [{"role": "assistant", "content": reply}]
+
+
+def qwen25_generation_config() -> dict:
+    """Qwen2.5-0.5B-Instruct's published ``generation_config.json``, shipped as data with its source.
+
+    Returns the data file's dict: ``"generation_config"`` holds the file's keys and values as
+    published (``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, token
+    ids), ``"source"`` says where they come from and how they were checked.
+    """
+    return json.loads(QWEN25_GENERATION_CONFIG_FILE.read_text(encoding="utf-8"))

@@ -7,7 +7,6 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm, apply_rotary_
 from transformers.models.qwen2.modeling_qwen2 import repeat_kv as library_repeat_kv
 
 from cadlab import anatomy
-from cadlab.exercises import anatomy as checks
 from cadlab.models import tiny_qwen2
 
 
@@ -27,6 +26,39 @@ def test_rope_equals_library():
     torch.testing.assert_close(anatomy.apply_rope(q, cos, sin), expected_q)
     torch.testing.assert_close(anatomy.apply_rope(k, cos, sin), expected_k)
     torch.testing.assert_close(anatomy.rope_frequencies(16, 10000.0), model.model.rotary_emb.inv_freq)
+
+
+@pytest.mark.parametrize("theta, head_dim", [(10000.0, 16), (1e6, 64), (1e5, 64)])
+def test_rope_cos_sin_equals_library_rotary_embedding(theta, head_dim):
+    """Our hand-written angles are bit-identical to Qwen2RotaryEmbedding's, for the config's rope_theta."""
+    model = tiny_qwen2(hidden_size=4 * head_dim, rope_parameters={"rope_type": "default", "rope_theta": theta})
+    assert anatomy.rope_theta_of(model.config) == theta and anatomy.head_dim_of(model.config) == head_dim
+    positions = torch.arange(300).expand(2, -1)
+    for dtype in (torch.float32, torch.bfloat16):
+        expected = model.model.rotary_emb(torch.zeros(1, dtype=dtype), positions)
+        got = anatomy.rope_cos_sin(positions, head_dim, anatomy.rope_theta_of(model.config), dtype=dtype)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_rope_theta_of_refuses_scaled_rope():
+    config = tiny_qwen2().config
+    config.rope_parameters = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}
+    with pytest.raises(NotImplementedError, match="plain RoPE"):
+        anatomy.rope_theta_of(config)
+
+
+def test_manual_forward_uses_its_own_rope_not_the_library_module(monkeypatch):
+    """manual_forward must not call model.model.rotary_emb: its RoPE is rope_cos_sin."""
+    model = tiny_qwen2()
+    ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(ids).logits
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("manual_forward called the library's rotary embedding")
+
+    monkeypatch.setattr(model.model.rotary_emb, "forward", forbidden)
+    assert (anatomy.manual_forward(model, ids) - expected).abs().max() <= 1e-4
 
 
 def test_rope_scores_depend_only_on_relative_position():
@@ -80,39 +112,3 @@ def test_parameter_breakdown_counts_every_parameter_once(offline_lm):
     summary = anatomy.architecture_summary(model.config)
     assert summary["query heads"] == 9 and summary["KV heads"] == 3 and not summary["q/k/v biases"]
     assert anatomy.architecture_summary(tiny_qwen2().config)["q/k/v biases"]
-
-
-# The exercises' self-checks accept correct answers, reject wrong ones, and tolerate unattempted ones.
-
-def _todo(*args):
-    raise NotImplementedError
-
-
-def test_check_rms_norm():
-    assert checks.check_rms_norm(lambda x, w, eps: anatomy.rms_norm(x, w, eps))
-    with pytest.raises(AssertionError, match="sqrt"):
-        checks.check_rms_norm(lambda x, w, eps: w * x / x.pow(2).mean(-1, keepdim=True).sqrt())  # eps missing
-    assert checks.check_rms_norm(_todo) is False
-
-
-def test_check_repeat_kv():
-    assert checks.check_repeat_kv(anatomy.repeat_kv)
-    with pytest.raises(AssertionError, match="wrong order"):
-        checks.check_repeat_kv(lambda x, n: x.repeat(1, n, 1, 1))  # tiles heads instead of repeating each
-    assert checks.check_repeat_kv(_todo) is False
-
-
-def test_check_parameter_count():
-    def count(c):
-        d = c.hidden_size // c.num_attention_heads
-        kv = c.num_key_value_heads * d
-        attention = c.hidden_size * (c.hidden_size + 2 * kv) + (c.hidden_size + 2 * kv) + c.hidden_size ** 2
-        mlp = 3 * c.hidden_size * c.intermediate_size
-        per_layer = attention + mlp + 2 * c.hidden_size
-        embeddings = c.vocab_size * c.hidden_size * (1 if c.tie_word_embeddings else 2)
-        return c.num_hidden_layers * per_layer + embeddings + c.hidden_size
-
-    assert checks.check_parameter_count(count)
-    with pytest.raises(AssertionError, match="difference"):
-        checks.check_parameter_count(lambda c: count(c) - c.num_hidden_layers * 2 * 64)  # forgot k/v biases
-    assert checks.check_parameter_count(_todo) is False

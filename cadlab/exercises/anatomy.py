@@ -1,51 +1,55 @@
-"""Self-checks for the exercises of 01_qwen25_layers.ipynb (RMSNorm, GQA, parameter counting)."""
+"""Self-checks for the exercises of 01_qwen25_layers.ipynb (parameter counting, GQA, RMSNorm, RoPE).
+
+Each check's reference is the function the notebook teaches in ``cadlab.anatomy`` (itself proven
+equal to transformers in tests/test_anatomy.py), run on several inputs, including ones that
+catch the usual mistakes (a missing eps, tiled instead of repeated heads, forgotten biases,
+interleaved RoPE angles).
+"""
 
 from __future__ import annotations
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
-from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm, repeat_kv
 
+from cadlab import anatomy
 from cadlab.exercises import attempted
 
 
 def check_rms_norm(fn) -> bool:
-    """``fn(x, weight, eps)`` must equal the library's Qwen2RMSNorm (fp32 and bf16)."""
+    """``fn(x, weight, eps)`` must equal ``anatomy.rms_norm`` in float32 (two eps) and bfloat16."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 16, generator=generator)
     weight = torch.randn(16, generator=generator)
     if not attempted(fn, x, weight, 1e-6):
         return False
     for dtype, eps, tol in [(torch.float32, 1e-6, 1e-5), (torch.float32, 1e-1, 1e-5), (torch.bfloat16, 1e-6, 1e-2)]:
-        norm = Qwen2RMSNorm(16, eps=eps).to(dtype)
-        with torch.no_grad():
-            norm.weight.copy_(weight)
-            expected = norm(x.to(dtype))
-        got = fn(x.to(dtype), norm.weight.detach(), eps)
+        expected = anatomy.rms_norm(x.to(dtype), weight.to(dtype), eps)
+        got = fn(x.to(dtype), weight.to(dtype), eps)
         assert got.shape == expected.shape, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        assert got.dtype == expected.dtype, f"{dtype} input: you returned {got.dtype}; cast back to the input's dtype."
         diff = (got.float() - expected.float()).abs().max().item()
         assert diff <= tol, (f"{dtype} eps={eps}: max |difference| {diff:.2e} > {tol:g}. Divide by "
                              "sqrt(mean(x**2) over the last dim + eps), then multiply by weight.")
-    print("check_rms_norm: equal to Qwen2RMSNorm in float32 and bfloat16 ✓")
+    print("check_rms_norm: equal to anatomy.rms_norm (= Qwen2RMSNorm) in float32 (eps 1e-6, 0.1) and bfloat16 ✓")
     return True
 
 
 def check_repeat_kv(fn) -> bool:
-    """``fn(x, n_rep)`` must turn [b, n_kv, s, d] into [b, n_kv*n_rep, s, d] like the library."""
+    """``fn(x, n_rep)`` must turn [b, n_kv, s, d] into [b, n_kv*n_rep, s, d] like ``anatomy.repeat_kv``."""
     x = torch.randn(2, 3, 4, 8, generator=torch.Generator().manual_seed(1))
     if not attempted(fn, x, 2):
         return False
     for n_rep in (1, 2, 7):
-        got, expected = fn(x, n_rep), repeat_kv(x, n_rep)
+        got, expected = fn(x, n_rep), anatomy.repeat_kv(x, n_rep)
         assert got.shape == expected.shape, f"n_rep={n_rep}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
         assert torch.equal(got, expected), (f"n_rep={n_rep}: right shape, wrong order. Query head h must use "
                                             "KV head h // n_rep: repeat each KV head n_rep times in place.")
-    print("check_repeat_kv: equal to transformers' repeat_kv for n_rep = 1, 2, 7 ✓")
+    print("check_repeat_kv: equal to anatomy.repeat_kv (= transformers' repeat_kv) for n_rep = 1, 2, 7 ✓")
     return True
 
 
 def check_parameter_count(fn) -> bool:
-    """``fn(config)`` must return the exact parameter count of a Qwen2 model built from config."""
+    """``fn(config)`` must return what ``anatomy.parameter_breakdown`` counts on the meta-device model."""
     from cadlab.models import qwen25_config
 
     configs = {
@@ -61,10 +65,32 @@ def check_parameter_count(fn) -> bool:
         return False
     for name, config in configs.items():
         with torch.device("meta"):
-            expected = sum(p.numel() for p in Qwen2ForCausalLM(config).parameters())
+            expected = sum(anatomy.parameter_breakdown(Qwen2ForCausalLM(config)).values())
         got = fn(config)
         assert got == expected, (f"{name}: you counted {got:,}, the model has {expected:,} "
                                  f"(difference {got - expected:+,}). Remember q/k/v biases, the KV heads' "
                                  "width, two RMSNorms per layer plus a final one, and tied embeddings.")
     print("check_parameter_count: exact for Qwen2.5-0.5B (494,032,768) and two other configs ✓")
+    return True
+
+
+def check_rope_cos_sin(fn) -> bool:
+    """``fn(position_ids, head_dim, theta)`` must return ``anatomy.rope_cos_sin``'s (cos, sin) in float32."""
+    positions = torch.arange(40).expand(2, -1)
+    if not attempted(fn, positions, 16, 10000.0):
+        return False
+    cases = [("head_dim 16, theta 1e4", positions, 16, 10000.0), ("head_dim 64, theta 1e6 (Qwen2.5)", positions, 64, 1e6),
+             ("offset positions 100..139", positions + 100, 64, 1e5)]
+    for name, pos, d, theta in cases:
+        got = fn(pos, d, theta)
+        assert isinstance(got, tuple) and len(got) == 2, f"{name}: return a pair (cos, sin)."
+        expected = anatomy.rope_cos_sin(pos, d, theta)
+        for label, g, e in zip(("cos", "sin"), got, expected):
+            assert g.shape == e.shape, (f"{name}: {label} has shape {tuple(g.shape)}, expected {tuple(e.shape)} "
+                                        "([batch, seq, head_dim]: the d/2 angles, laid out twice).")
+            diff = (g.float() - e).abs().max().item()
+            assert diff <= 1e-5, (f"{name}: {label} differs by up to {diff:.2e}. Angle of pair i at position m: "
+                                  "m * theta**(-2i/d); rotate_half pairs dim i with i + d/2, so concatenate the "
+                                  "angles with themselves (not repeat_interleave).")
+    print("check_rope_cos_sin: equal to anatomy.rope_cos_sin (= the library's rotary embedding) for 3 settings ✓")
     return True
