@@ -24,6 +24,9 @@ prefix** (guess token i is accepted when the pass predicted exactly it, so the p
 made from exact context), keeps the K/V of committed tokens in a ``DynamicCache`` and crops the rest,
 and iterates the remaining block positions until they are all accepted. Its output equals greedy
 decoding token for token; what it can gain is fewer forward passes than tokens.
+
+Both decoders are loops over two units: ``jacobi_step`` (one pass: a block of guesses in, a block
+of predictions out) and ``verified_prefix`` (how many of those predictions are certainly greedy).
 """
 
 from __future__ import annotations
@@ -165,6 +168,41 @@ def iterative_generate(model, input_ids, attention_mask=None, *, add_eos_length=
 
 
 @torch.no_grad()
+def jacobi_step(model, prefix_ids, guess, *, past_key_values=None, attention_mask=None, position_ids=None):
+    """One Jacobi pass: the block ``guess`` [B, m] after ``prefix_ids`` [B, P] -> the new block [B, m].
+
+    Feeds ``prefix_ids + guess[:, :-1]`` and returns the argmax of the logits at the last m
+    positions: position P-1 predicts block token 1 from the prefix, position P-1+i predicts token
+    i+1 from the prefix and guess tokens 1..i (next-token shift; the last guess token predicts
+    nothing inside the block, so it is not fed). 1-D ``prefix_ids`` [P] and ``guess`` [m] give a
+    1-D block [m]. With ``past_key_values`` the prefix is only the tokens not yet cached, and the
+    cache is extended by every fed token (the caller crops what it rejects); ``attention_mask``
+    (over cached + fed tokens) and ``position_ids`` (of the fed tokens) are passed to the model.
+    """
+    if prefix_ids.dim() == 1:
+        return jacobi_step(model, prefix_ids[None], guess[None], past_key_values=past_key_values,
+                           attention_mask=attention_mask, position_ids=position_ids)[0]
+    m = guess.shape[1]
+    fed = torch.cat([prefix_ids, guess[:, :m - 1]], dim=1)
+    hidden = model.model(input_ids=fed, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=past_key_values, use_cache=past_key_values is not None).last_hidden_state
+    return model.lm_head(hidden[:, -m:]).argmax(dim=-1)
+
+
+def verified_prefix(guess, predicted):
+    """How many tokens of ``predicted`` one pass may commit: 1 + the number of leading guess tokens
+    it predicted exactly (guess token m is never checked: nothing in the block was predicted from it).
+
+    ``predicted[i+1]`` was computed from the prefix and ``guess[1..i]``; when those equal the
+    pass's own (exact) predictions ``predicted[1..i]``, its context was exact, so it is the greedy
+    token. ``predicted[1]`` always is. ``guess`` and ``predicted``: [m] -> an int, or [B, m] -> [B].
+    """
+    m = guess.shape[-1]
+    matches = (guess[..., :m - 1] == predicted[..., :m - 1]).long().cumprod(dim=-1).sum(dim=-1) + 1
+    return int(matches) if guess.dim() == 1 else matches
+
+
+@torch.no_grad()
 def jacobi_trajectory(model, input_ids, *, block_size=16, init_token_id=0):
     """Plain Jacobi iteration on one block after a single prompt ``[1, P]``, until the fixed point.
 
@@ -181,8 +219,7 @@ def jacobi_trajectory(model, input_ids, *, block_size=16, init_token_id=0):
     guess = input_ids.new_full((block_size,), init_token_id)
     states = [guess]
     for _ in range(block_size + 1):   # block_size passes reach the fixed point, one more confirms it
-        hidden = model.model(input_ids=torch.cat([input_ids[0], guess[:-1]])[None]).last_hidden_state
-        new = model.lm_head(hidden[0, -block_size:]).argmax(dim=-1)
+        new = jacobi_step(model, input_ids[0], guess)
         states.append(new)
         if torch.equal(new, guess):
             break
@@ -247,15 +284,12 @@ def jacobi_generate(model, input_ids, attention_mask=None, *, block_size=16, max
         for _ in range(max_iters or m):
             cached = cache.get_seq_length()
             last = positions[:, -1:]
-            fed = torch.cat([tokens[:, cached:], guess[:, :m - 1]], dim=1)
             fed_positions = torch.cat([positions[:, cached:], last + torch.arange(1, m, device=device)], dim=1)
             fed_mask = torch.cat([mask, mask.new_ones(batch, m - 1)], dim=1)
-            hidden = model.model(input_ids=fed, attention_mask=fed_mask, position_ids=fed_positions,
-                                 past_key_values=cache, use_cache=True).last_hidden_state
-            predicted = model.lm_head(hidden[:, -m:]).argmax(dim=-1)           # [batch, m]
-            # Verified prefix per row: p_1, plus p_{i+1} for every leading i with g_i == p_i.
-            matches = (guess[:, :m - 1] == predicted[:, :m - 1]).long().cumprod(dim=1).sum(dim=1)
-            verified = matches + 1
+            # One pass: the uncached committed tokens (the newest) + guess[:, :m-1] -> p_1 .. p_m.
+            predicted = jacobi_step(model, tokens[:, cached:], guess, past_key_values=cache,
+                                    attention_mask=fed_mask, position_ids=fed_positions)     # [batch, m]
+            verified = verified_prefix(guess, predicted)                  # [batch]: p_1 + leading matches
             a = _tokens_to_commit(predicted, verified, finished, eos)
             new, finished = _mask_after_eos(predicted[:, :a], finished, eos, pad_token_id)
             tokens = torch.cat([tokens, new], dim=1)
@@ -330,7 +364,7 @@ def greedy_generate(model, input_ids, attention_mask=None, *, max_new_tokens, eo
 
 
 # ---------------------------------------------------------------------------------------
-# The seed's demo CLI: python -m cadlab.parallel / cadlab iterative-generate
+# The seed's demo CLI: cadlab iterative-generate / python -m cadlab.parallel
 # ---------------------------------------------------------------------------------------
 
 
@@ -384,39 +418,53 @@ def _prompt_of(item, where) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Dashed flags; the seed's underscore spellings (``--max_new_tokens``) are accepted as aliases."""
     parser = argparse.ArgumentParser(
-        prog="python -m cadlab.parallel",
+        prog="cadlab iterative-generate",
         description="Block-wise parallel decoding of prompts: the published iterative refinement "
-                    "(--method seed, lossy), lossless Jacobi decoding (jacobi) or plain greedy decoding.")
+                    "(--method seed, lossy), lossless Jacobi decoding (jacobi) or plain greedy decoding. "
+                    "Also: python -m cadlab.parallel. The seed's underscore flags (--max_new_tokens, ...) "
+                    "work too.")
+
+    def flag(name, *, to=parser, seed=True, **kwargs):
+        """--name, plus the seed's --name_with_underscores when ``seed`` (the flag is in seed 002's CLI)."""
+        names = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if seed and "-" in name else [])
+        to.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
+
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompt", help="one prompt")
-    source.add_argument("--prompts_file", help="prompts in a .txt (one per line), .json (a list) or .jsonl file")
-    parser.add_argument("--model_path", default=None,
-                        help="model folder or cached hub id (default: cadlab's load_lm(): $CADLAB_LM or the "
-                             "offline SmolLM2-135M-Instruct)")
-    parser.add_argument("--method", choices=["seed", "jacobi", "greedy"], default="seed")
-    parser.add_argument("--add_eos_length", type=int, default=127, help="seed: placeholders per block (block = this + 1)")
-    parser.add_argument("--refine_iter", type=int, default=2, help="seed: Jacobi passes per block")
-    parser.add_argument("--block_size", type=int, default=16, help="jacobi: tokens per block")
-    parser.add_argument("--max_new_tokens", type=int, default=1024)
-    parser.add_argument("--max_length", type=int, default=8192, help="prompt + new tokens, at most")
-    parser.add_argument("--batch_size", type=int, default=1)
-    parser.add_argument("--output_file", default="inference_results.jsonl", help="results, one JSON line each")
-    parser.add_argument("--max_display", type=int, default=5, help="results printed in full (0: none)")
-    parser.add_argument("--use_chat_template", action="store_true", help="wrap each prompt as a user turn")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--trust_remote_code", action="store_true",
-                        help="allow a model folder's own Python code (off by default: it runs arbitrary code)")
+    flag("prompt", to=source, help="one prompt")
+    flag("prompts-file", to=source, help="prompts in a .txt (one per line), .json (a list) or .jsonl file")
+    flag("model-path", default=None,
+         help="model folder or cached hub id (default: cadlab's load_lm(): $CADLAB_LM or the offline "
+              "SmolLM2-135M-Instruct)")
+    flag("method", choices=["seed", "jacobi", "greedy"], default="seed")
+    flag("add-eos-length", type=int, default=127, help="seed: placeholders per block (block = this + 1)")
+    flag("refine-iter", type=int, default=2, help="seed: Jacobi passes per block")
+    flag("block-size", type=int, default=16, seed=False, help="jacobi: tokens per block")
+    flag("max-new-tokens", type=int, default=1024)
+    flag("max-length", type=int, default=8192, help="prompt + new tokens, at most")
+    flag("batch-size", type=int, default=1)
+    flag("output-file", default="inference_results.jsonl", help="results, one JSON line each")
+    flag("max-display", type=int, default=5, help="results printed in full (0: none)")
+    flag("use-chat-template", action="store_true", help="wrap each prompt as a user turn")
+    flag("device", default=None, help="cpu or cuda (default: cuda if available)")
+    flag("trust-remote-code", action="store_true",
+         help="allow a model folder's own Python code (off by default: it runs arbitrary code)")
+    flag("progress", action=argparse.BooleanOptionalAction, default=None, seed=False,
+         help="a progress bar on stderr (default: only when stderr is a terminal)")
     return parser
 
 
 def _check_args(args):
+    def option(name):
+        return "--" + name.replace("_", "-")
+
     for name in ("add_eos_length", "max_display"):
         if getattr(args, name) < 0:
-            raise InputError(f"--{name} must be >= 0, got {getattr(args, name)}.")
+            raise InputError(f"{option(name)} must be >= 0, got {getattr(args, name)}.")
     for name in ("refine_iter", "block_size", "max_new_tokens", "max_length", "batch_size"):
         if getattr(args, name) < 1:
-            raise InputError(f"--{name} must be a positive integer, got {getattr(args, name)}.")
+            raise InputError(f"{option(name)} must be a positive integer, got {getattr(args, name)}.")
     if args.prompt is not None and not args.prompt.strip():
         raise InputError("--prompt is empty: give the text to continue.")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -424,7 +472,7 @@ def _check_args(args):
         raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu.")
     output = Path(args.output_file)
     if output.parent and not output.parent.is_dir():
-        raise InputError(f"--output_file {output}: folder {output.parent} does not exist.")
+        raise InputError(f"--output-file {output}: folder {output.parent} does not exist.")
     return device
 
 
@@ -451,7 +499,7 @@ def _run_batch(args, model, tokenizer, texts, device):
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not args.use_chat_template)
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     if ids.shape[1] >= args.max_length:
-        raise InputError(f"a prompt has {ids.shape[1]} tokens, --max_length is {args.max_length}: raise it.")
+        raise InputError(f"a prompt has {ids.shape[1]} tokens, --max-length is {args.max_length}: raise it.")
     budget = min(args.max_new_tokens, args.max_length - ids.shape[1])
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     start = time.perf_counter()
@@ -498,7 +546,8 @@ def main(argv=None) -> int:
     print(f"{len(prompts)} prompt(s), method {args.method}, results -> {output}", file=sys.stderr)
     try:
         with output.open("w", encoding="utf-8") as sink, \
-                tqdm(total=len(prompts), desc=f"{args.method} decoding", unit="prompt") as bar:
+                tqdm(total=len(prompts), desc=f"{args.method} decoding", unit="prompt",
+                     disable=None if args.progress is None else not args.progress) as bar:
             for first in range(0, len(prompts), args.batch_size):
                 batch = prompts[first:first + args.batch_size]
                 for offset, result in enumerate(_run_batch(args, model, tokenizer, batch, device)):

@@ -217,14 +217,16 @@ def test_cli_rejects_bad_input_before_loading_a_model(tmp_path, capsys):
     assert main(["--prompt", "hi", "--prompts_file", "x.txt"]) == 2        # both
     assert "not allowed with" in capsys.readouterr().err
     assert main(["--output_file", out]) == 2                              # neither
-    assert "one of the arguments --prompt --prompts_file is required" in capsys.readouterr().err
+    assert "one of the arguments --prompt --prompts-file/--prompts_file is required" in capsys.readouterr().err
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": oops}\n')
     assert main(["--prompts_file", str(bad), "--output_file", out]) == 2
     assert "line 2: not valid JSON" in capsys.readouterr().err
-    for flag in ("--max_new_tokens", "--max_length", "--refine_iter", "--batch_size", "--block_size"):
-        assert main(["--prompt", "hi", flag, "0", "--output_file", out]) == 2
-        assert f"{flag} must be a positive integer" in capsys.readouterr().err
+    # Dashed flags, and the seed's underscore spellings as aliases (--block-size is ours: no alias).
+    for flag in ("--max-new-tokens", "--max_new_tokens", "--max-length", "--max_length", "--refine-iter",
+                 "--refine_iter", "--batch-size", "--batch_size", "--block-size"):
+        assert main(["--prompt", "hi", flag, "0", "--output-file", out]) == 2
+        assert f"{flag.replace('_', '-')} must be a positive integer" in capsys.readouterr().err
     assert main(["--prompt", "hi", "--method", "beam"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     (tmp_path / "p.csv").write_text("a\n")
@@ -257,9 +259,9 @@ def test_cli_runs_and_saves_every_result(tiny_folder, tmp_path, capsys):
     responses = {}
     for method in ("greedy", "jacobi", "seed"):
         out = tmp_path / f"{method}.jsonl"
-        argv = ["--model_path", str(tiny_folder), "--prompts_file", str(prompts), "--method", method,
-                "--max_new_tokens", "6", "--batch_size", "2", "--output_file", str(out), "--max_display", "1",
-                "--device", "cpu", "--block_size", "4", "--add_eos_length", "5", "--refine_iter", "6"]
+        argv = ["--model-path", str(tiny_folder), "--prompts-file", str(prompts), "--method", method,
+                "--max-new-tokens", "6", "--batch-size", "2", "--output-file", str(out), "--max-display", "1",
+                "--device", "cpu", "--block-size", "4", "--add-eos-length", "5", "--refine-iter", "6"]
         assert main(argv) == 0
         printed = capsys.readouterr()
         records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -278,5 +280,5 @@ def test_cli_keeps_results_already_generated(tiny_folder, tmp_path, capsys):
     argv = ["--model_path", str(tiny_folder), "--prompts_file", str(prompts), "--method", "jacobi",
             "--max_new_tokens", "4", "--max_length", "50", "--output_file", str(out), "--device", "cpu"]
     assert main(argv) == 2
-    assert "--max_length is 50" in capsys.readouterr().err
+    assert "--max-length is 50" in capsys.readouterr().err
     assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["Hello"]

@@ -24,7 +24,14 @@ computed from x_0 = E_tok + E_pos of the old position). ``generate`` therefore r
 window from scratch (a fresh prefill of the last ``block_size`` tokens) whenever appending one
 more token would overflow the position table: exact, equal to the uncached windowed model,
 but once the window is full the cache saves nothing. ``forward`` itself refuses to run past the
-table rather than index out of range.
+table rather than index out of range. One such decode step is ``BabyGPT.step``, and ``generate``
+is a loop over it.
+
+Other models keep more of their cache. With relative positions (RoPE, notebooks 01-03) a kept
+key's rotation depends only on its distance to the query, so one could drop the oldest row and
+keep the rest. That is an approximation, not the windowed model: the kept K/V of layers 2 and up
+were computed by attention that still saw the evicted tokens, so they carry information from
+outside the window.
 
 ``generate`` reuses ``cadlab.sampling``'s processors (temperature, top-k, top-p, repetition
 penalty) and its ``sample_next_token``; temperature 0 is greedy.
@@ -179,6 +186,25 @@ class BabyGPT(nn.Module):
         return self.lm_head(self.ln_f(x)), new_cache
 
     @torch.no_grad()
+    def step(self, idx: torch.Tensor, kv_cache=None):
+        """One decode step: (logits of the last position [B, vocab], the cache for the next step).
+
+        ``idx`` [B, T] is the whole sequence so far, ``kv_cache`` None (nothing cached yet) or what
+        the previous step returned. Equal to ``self(idx[:, -block_size:])[0][:, -1]``, the model run
+        on its window, at every step:
+
+        * no cache yet: prefill, run the last ``block_size`` tokens (the whole prompt if it fits);
+        * room left in the position table: feed only the newest token, ``idx[:, -1:]``, against the cache;
+        * table full: the window slides, every kept token moves to a new position and every cached
+          K/V is stale, so run the last ``block_size`` tokens from scratch (a fresh prefill).
+        """
+        if kv_cache is None or kv_cache[0][0].shape[2] + 1 > self.block_size:
+            logits, kv_cache = self(idx[:, -self.block_size:])    # prefill, or re-prefill after a slide
+        else:
+            logits, kv_cache = self(idx[:, -1:], kv_cache)         # one new token against the cache
+        return logits[:, -1, :], kv_cache
+
+    @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, use_kv_cache: bool = True, generator: torch.Generator | None = None,
                  repetition_penalty: float = 1.0, return_logits: bool = False):
@@ -187,9 +213,9 @@ class BabyGPT(nn.Module):
         Each step: logits of the last position (conditioned on at most the last ``block_size``
         tokens) -> ``cadlab.sampling.process_logits`` (repetition penalty, temperature, top-k,
         top-p) -> ``sample_next_token`` with ``generator`` (temperature 0: argmax).
-        With ``use_kv_cache`` the first step runs the (cropped) prompt once and later steps feed
-        one token; when the window would overflow, the window is re-run from scratch (see the
-        module docstring). ``return_logits=True`` also returns the raw last-position logits of
+        With ``use_kv_cache`` each step is ``step`` (the first runs the cropped prompt once, later
+        ones feed one token; when the window would overflow it is re-run from scratch, see the
+        module docstring); without, every step runs the whole window. ``return_logits=True`` also returns the raw last-position logits of
         every step, [B, max_new_tokens, vocab].
         """
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long or idx.shape[1] == 0:
@@ -199,13 +225,10 @@ class BabyGPT(nn.Module):
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}.")
         cache, steps = None, []
         for _ in range(max_new_tokens):
-            if not use_kv_cache:
-                logits, _ = self(idx[:, -self.block_size:])
-            elif cache is None or cache[0][0].shape[2] + 1 > self.block_size:
-                logits, cache = self(idx[:, -self.block_size:])    # prefill, or re-prefill after a slide
-            else:
-                logits, cache = self(idx[:, -1:], cache)            # one new token against the cache
-            logits = logits[:, -1, :]
+            if use_kv_cache:
+                logits, cache = self.step(idx, cache)
+            else:                                                   # the definition: run the whole window
+                logits = self(idx[:, -self.block_size:])[0][:, -1, :]
             steps.append(logits)
             if temperature == 0:
                 next_ids = logits.argmax(dim=-1)

@@ -1,21 +1,13 @@
-"""Self-checks for the exercises of 05_parallel_decoding.ipynb (one Jacobi pass, the verified prefix)."""
+"""Self-checks for the exercises of 05_parallel_decoding.ipynb: one Jacobi pass (``cadlab.parallel.jacobi_step``)
+and the verified prefix (``cadlab.parallel.verified_prefix``). The references are the library's own functions,
+the ones ``jacobi_trajectory`` and ``jacobi_generate`` are built from."""
 
 from __future__ import annotations
 
 import torch
 
 from cadlab.exercises import attempted
-
-
-def _reference_step(model, prefix_ids, guess):
-    with torch.no_grad():
-        hidden = model.model(input_ids=torch.cat([prefix_ids, guess[:-1]])[None]).last_hidden_state
-        return model.lm_head(hidden[0, -guess.shape[0]:]).argmax(dim=-1)
-
-
-def _reference_verified(guess, predicted):
-    m = guess.shape[0]
-    return 1 + int((guess[:m - 1] == predicted[:m - 1]).long().cumprod(dim=0).sum())
+from cadlab.parallel import jacobi_step, verified_prefix
 
 
 def check_jacobi_step(fn) -> bool:
@@ -27,22 +19,25 @@ def check_jacobi_step(fn) -> bool:
     prefix = torch.randint(3, 256, (7,), generator=generator)
     if not attempted(fn, model, prefix, torch.full((4,), 2)):
         return False
-    for m in (1, 4, 9):
-        guess = torch.randint(3, 256, (m,), generator=generator)
-        got, expected = fn(model, prefix, guess), _reference_step(model, prefix, guess)
-        assert isinstance(got, torch.Tensor) and tuple(got.shape) == (m,), (
-            f"block of {m}: return a LongTensor of shape ({m},), got "
-            f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
-        assert torch.equal(got, expected), (
-            f"block of {m}: you returned {got.tolist()}, one Jacobi pass gives {expected.tolist()}. Feed "
-            "prefix + guess[:-1] (the last guess token predicts nothing inside the block) and take the argmax "
-            "of the logits at the last m positions: position P-1 predicts block token 1 (next-token shift).")
-    # Iterated from any start, the pass reaches the greedy continuation within m passes.
-    guess = torch.full((6,), 2)
-    for _ in range(6):
-        guess = fn(model, prefix, guess)
-    assert torch.equal(_reference_step(model, prefix, guess), guess), "6 passes on 6 tokens must reach the fixed point."
-    print("check_jacobi_step: equal to one Jacobi pass for blocks of 1, 4 and 9; the fixed point is reached ✓")
+    with torch.no_grad():
+        for m in (1, 4, 9):
+            guess = torch.randint(3, 256, (m,), generator=generator)
+            got, expected = fn(model, prefix, guess), jacobi_step(model, prefix, guess)
+            assert isinstance(got, torch.Tensor) and tuple(got.shape) == (m,), (
+                f"block of {m}: return a LongTensor of shape ({m},), got "
+                f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+            assert torch.equal(got, expected), (
+                f"block of {m}: you returned {got.tolist()}, one Jacobi pass gives {expected.tolist()}. Feed "
+                "prefix + guess[:-1] (the last guess token predicts nothing inside the block) and take the argmax "
+                "of the logits at the last m positions: position P-1 predicts block token 1 (next-token shift). "
+                "One pass, from the guess you were given: not greedy decoding, which ignores the guess.")
+        # Iterated from any start, the pass reaches the greedy continuation within m passes.
+        guess = torch.full((6,), 2)
+        for _ in range(6):
+            guess = fn(model, prefix, guess)
+        assert torch.equal(jacobi_step(model, prefix, guess), guess), "6 passes on 6 tokens must reach the fixed point."
+    print("check_jacobi_step: equal to cadlab.parallel.jacobi_step for blocks of 1, 4 and 9; the fixed point "
+          "is reached ✓")
     return True
 
 
@@ -60,11 +55,12 @@ def check_verified_prefix(fn) -> bool:
         ("a block of one", t([9]), t([4])),
     ]
     for name, guess, predicted in cases:
-        got, expected = fn(guess, predicted), _reference_verified(guess, predicted)
-        assert got == expected, (
-            f"{name}: guess {guess.tolist()}, predicted {predicted.tolist()}: you said {got}, a pass commits "
+        got, expected = fn(guess, predicted), verified_prefix(guess, predicted)
+        assert int(got) == expected, (
+            f"{name}: guess {guess.tolist()}, predicted {predicted.tolist()}: you said {int(got)}, a pass commits "
             f"{expected}. Predicted token 1 is always right; predicted token i+1 is right when guess tokens 1..i "
             "all equal the predictions (it was computed from exact context). The last guess token is never "
             "checked: nothing in the block was predicted from it.")
-    print("check_verified_prefix: right for wrong, partial, full and one-token blocks ✓")
+    print("check_verified_prefix: equal to cadlab.parallel.verified_prefix for wrong, partial, full and one-token "
+          "blocks ✓")
     return True
