@@ -1,15 +1,11 @@
-"""nbval settings for every notebook: compare text outputs strictly, skip what is not reproducible.
+"""nbval settings for the lesson notebooks: compare text outputs strictly, skip what is not reproducible.
 
-HTML, JavaScript and widget views carry random ids; stderr carries warnings and progress
-bars. Images are skipped by nbval itself. Everything else must match the stored outputs
-after the substitutions in sanitize.cfg.
+Loaded by `make notebooks` as a plugin (``-p tests.notebooks.conftest``), so the notebooks folder
+holds only lessons. HTML, JavaScript and widget views carry random ids; stderr carries warnings
+and progress bars. Images are skipped by nbval itself. Everything else must match the stored
+outputs after the substitutions in tests/notebooks/sanitize.cfg. The offline environment comes
+from the Makefile's ``OFFLINE`` line, the one place it is set.
 """
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("CADLAB_LM", "SmolLM2-135M-Instruct")
 
 
 def pytest_collectstart(collector):
