@@ -1,18 +1,18 @@
 """One mesh in, CadQuery code and its solid out: CAD-Recode inference for a single part.
 
-    cadlab reconstruct PART.stl [-o DIR] [--samples K] [--seed S] [--model PATH]
+    cadlab reconstruct PART.stl [-o DIR] [--samples K] [--no-fit] [--seed S] [--model PATH]
+    cadlab reconstruct PART.stl --samples 1 --no-fit     (plain greedy decoding, as the demo)
     python -m cadlab.reconstruct PART.stl ...            (the same command)
 
-The road (``reconstruct``)::
+The road (``reconstruct``), the one generate -> sandbox -> score path of the course::
 
     mesh --normalize_mesh, mesh_to_point_cloud--> P (256, 3), longest side in [-1, 1]
-      --prepare_inputs, model.generate--> K programs      K = 1: greedy, as in the demo
-                                                          K > 1: sampled, seeded (best of K)
-      --run_cadquery (sandbox)--> K solids or errors
-      --chamfer_distance(input mesh, solid)--> keep the solid with the smallest CD
+      --generate_codes--> K programs: the greedy one + K-1 sampled (seeded)
+      --run_cadquery (sandbox)--> K solids or errors (closed_solid: the one validity rule)
+      --cloud_chamfer(P, solid / 100)--> keep the program closest to the input cloud (best of K)
+      --fit_numbers--> coordinate descent on its numbers, every try in the sandbox (the fit)
 
-The Chamfer distance (``cadlab.metrics``) compares each mesh in its own unit frame, so a
-prediction is judged by its shape, not by where or how large the code drew it. The command
+No ground truth is used: programs are judged against the input cloud only. The command
 writes into DIR: ``{stem}.py`` (the kept program), ``{stem}_pred.stl`` (its solid, moved and
 scaled by bounding box into the input's frame so it overlays PART.stl) and
 ``{stem}_preview.png`` (the input's 256 points next to the prediction). It prints the program
@@ -27,42 +27,173 @@ valid solid (the .py and the preview are still written).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 MAX_SAMPLES = 64          # --samples above this is refused (each sample is a full generation)
-DEFAULT_MAX_NEW_TOKENS = 768   # the CAD-Recode demo's; the mini model's programs end after ~40-210 tokens
+DEFAULT_SAMPLES = 8       # the pipeline's pool: the greedy program + 7 sampled ones
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_FIT_SECONDS = 5.0
+DEFAULT_MAX_NEW_TOKENS = 768   # the CAD-Recode demo's; the mini model's programs end after ~40-250 tokens
 SMALL_MODEL = 50_000_000       # below this many parameters the command decodes on one CPU thread
+CODE_UNITS = 100.0             # code units per point-cloud unit (the normalized frame: longest side -100..100)
 
 
 # --------------------------------------------------------------------------------------------
-# The library function (the notebook calls it too)
+# Validity: one rule for the whole course
 # --------------------------------------------------------------------------------------------
+def closed_solid(result):
+    """The mesh of a sandbox ``ExecResult`` if it counts as a valid solid, else None.
+
+    The course's one validity rule (the papers' "invalid" plus closedness): the program ran, its
+    solid has more than two faces, and its surface is closed (watertight). CadQuery can return a
+    "solid" whose shell has gaps; it has no inside, so its IoU is undefined. ``synth.validate``
+    adds the training data's own rules (one body, inside the grid) on top of this one.
+    """
+    if not result.ok or result.mesh is None or len(result.mesh.faces) <= 2:
+        return None
+    return result.mesh if result.mesh.is_watertight else None
+
+
+def why_invalid(result) -> str:
+    """One line saying why ``closed_solid(result)`` is None."""
+    if result.ok:
+        if result.mesh is None or len(result.mesh.faces) <= 2:
+            return "the solid is degenerate (two faces or fewer)"
+        return "the solid is not closed (its surface has open edges)"
+    return f"{result.kind}: {result.message}"
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring a program against the input cloud (no ground truth needed)
+# --------------------------------------------------------------------------------------------
+def cloud_chamfer(solid, cloud, n_points: int = 2048, seed: int = 0) -> float:
+    """Raw Chamfer distance between the input cloud and a solid written in code units.
+
+    The solid is brought into the cloud's frame by the code's own scale (divided by ``CODE_UNITS``;
+    not re-normalized), so a program is judged on where and how large it draws the part, as the
+    canonical programs encode it. ``n_points`` area-uniform samples of the solid (fixed ``seed``:
+    the same solid always scores the same) against the cloud's points, both directions, squared.
+    """
+    import trimesh
+
+    from cadlab.metrics import chamfer_distance_points
+
+    samples, _ = trimesh.sample.sample_surface(solid, n_points, seed=np.random.default_rng(seed))
+    return chamfer_distance_points(np.asarray(cloud, dtype=float), samples / CODE_UNITS)
+
+
+@dataclass
+class Candidate:
+    """One program of the pool: where it came from, its sandbox result and its score against the input."""
+
+    code: str
+    source: str                 # "greedy", "sample 3", "fit"
+    result: object              # cadexec.ExecResult
+    score: float | None         # cloud_chamfer to the input cloud; None if invalid
+
+    @property
+    def mesh(self):
+        return None if self.score is None else self.result.mesh
+
+
+def score_program(code: str, cloud, source: str = "", timeout: float = 3.0) -> Candidate:
+    """Run ``code`` in the sandbox and score its solid against ``cloud`` (``None`` if it is not valid)."""
+    from cadlab.cadexec import run_cadquery
+
+    result = run_cadquery(code, timeout=timeout)
+    solid = closed_solid(result)
+    score = None
+    if solid is not None:
+        try:
+            score = cloud_chamfer(solid, cloud)
+        except Exception:          # noqa: BLE001 - a solid trimesh cannot sample counts as invalid
+            score = None
+    return Candidate(code, source, result, score)
+
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+
+
+def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECONDS, steps=(8, 4, 2, 1),
+                timeout: float = 3.0):
+    """Adjust a program's numeric literals to fit the input cloud: derivative-free coordinate descent.
+
+    For each step size s in ``steps`` (code units), sweep the literals in order; for literal x_i try
+    x_i + s and x_i - s (every candidate runs in the sandbox and is scored by ``cloud_chamfer``)
+    and keep a change whenever the score drops; repeat the sweep at the same s while any change was
+    kept, then go to the next s. Stops when ``seconds`` have passed. The program's structure (its
+    operations, the order of its bodies) never changes, only its numbers.
+
+    Returns ``(best Candidate (source "fit"), evaluations)``; the input if nothing improved it.
+    """
+    if candidate.score is None:
+        return candidate, 0
+    deadline = time.perf_counter() + seconds
+    code, best = candidate.code, candidate
+    evaluations = 0
+    head = code.index("\n") + 1 if "\n" in code else 0      # never touch the import line
+    for step in steps:
+        improved = True
+        while improved and time.perf_counter() < deadline:
+            improved = False
+            spans = [m.span() for m in _NUMBER.finditer(code, head)]
+            for index in range(len(spans)):
+                if time.perf_counter() >= deadline:
+                    break
+                start, end = [m.span() for m in _NUMBER.finditer(code, head)][index]
+                value = float(code[start:end])
+                for delta in (step, -step):
+                    new_value = value + delta
+                    text = str(int(new_value)) if new_value.is_integer() else f"{new_value:g}"
+                    trial = code[:start] + text + code[end:]
+                    scored = score_program(trial, cloud, "fit", timeout=timeout)
+                    evaluations += 1
+                    if scored.score is not None and scored.score < best.score:
+                        code, best, improved = trial, scored, True
+                        break
+    if best is candidate:
+        return candidate, evaluations
+    return Candidate(best.code, "fit", best.result, best.score), evaluations
+
+
 @dataclass
 class Reconstruction:
-    """What ``reconstruct`` produced for one input mesh.
+    """What ``reconstruct`` produced for one input.
 
-    ``points``: the (256, 3) input cloud (normalized frame). ``codes``, ``results`` (``ExecResult``)
-    and ``chamfers`` (raw CD against the input, ``None`` for an invalid sample) have one entry
-    per sample; ``best`` is the index of the valid sample (a closed solid, ``closed_solid``) with the
-    smallest CD (``None`` if there is none). Times are wall-clock seconds for all samples together.
+    ``points``: the (256, 3) input cloud (normalized frame). ``candidates``: the pool, the greedy
+    program first (``candidates[0]``), then the sampled ones. ``best``: index of the candidate with
+    the smallest ``cloud_chamfer`` (None if none is valid). ``fitted``: the best candidate after
+    ``fit_numbers`` (None when the fit is off or nothing was valid). ``final`` is what the pipeline
+    returns: the fitted program if there is one, else the best of the pool.
+    Times are wall-clock seconds.
     """
 
     points: np.ndarray
-    codes: list
-    results: list
-    chamfers: list
+    candidates: list
     best: int | None
-    generate_seconds: float
-    execute_seconds: float
-    metric_seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    fitted: Candidate | None = None
+    generate_seconds: float = 0.0
+    execute_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    fit_evaluations: int = 0
+
+    @property
+    def greedy(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def final(self) -> Candidate:
+        if self.fitted is not None:
+            return self.fitted
+        return self.candidates[0 if self.best is None else self.best]
 
     @property
     def ok(self) -> bool:
@@ -70,29 +201,34 @@ class Reconstruction:
 
     @property
     def code(self) -> str:
-        """The kept program (the first sample's if none is valid)."""
-        return self.codes[0 if self.best is None else self.best]
+        return self.final.code
 
     @property
     def mesh(self):
-        """The kept solid as a trimesh in code units, or None."""
-        return None if self.best is None else self.results[self.best].mesh
+        """The returned solid as a trimesh in code units, or None."""
+        return self.final.mesh
 
     @property
-    def chamfer(self) -> float | None:
-        """Raw Chamfer distance of the kept solid to the input (x ``metrics.CD_SCALE`` to report)."""
-        return None if self.best is None else self.chamfers[self.best]
+    def codes(self) -> list:
+        return [c.code for c in self.candidates]
+
+    @property
+    def seconds(self) -> float:
+        return self.generate_seconds + self.execute_seconds + self.fit_seconds
 
 
 @torch.no_grad()
 def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
-                   max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0) -> list[str]:
-    """Programs for one or more clouds: ``samples`` per cloud, in order (cloud 0's first).
+                   max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE,
+                   greedy_first: bool = True) -> list[str]:
+    """Programs for one or more clouds, ``samples`` per cloud, in order (cloud 0's first): the course's
+    one generation wrapper (the CLI, the trainer's evaluation and notebook 07 all call it).
 
-    ``points``: (N, 3) or (B, N, 3). ``samples == 1`` decodes greedily (the CAD-Recode demo);
-    ``samples > 1`` samples from softmax(logits / ``temperature``) with no top-k/top-p cut, with
-    torch's random generator seeded by ``seed`` inside ``torch.random.fork_rng`` -- the same
-    programs for the same seed, and the caller's random state is left as it was.
+    ``points``: (N, 3) or (B, N, 3). The first program of each cloud is greedy (as in the CAD-Recode
+    demo) when ``greedy_first``; the other ``samples - 1`` are sampled from softmax(logits /
+    ``temperature``) with no top-k/top-p cut, with torch's random generator seeded by ``seed`` inside
+    ``torch.random.fork_rng``: the same programs for the same seed, and the caller's random state is
+    left as it was.
     """
     from cadlab.cadrecode import POINT_TOKEN, extract_code, prepare_inputs
 
@@ -101,63 +237,59 @@ def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
     inputs = prepare_inputs(points, tokenizer)
     device = next(model.parameters()).device
     inputs = {key: value.to(device) for key, value in inputs.items()}
-    settings = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.convert_tokens_to_ids(POINT_TOKEN),
-                    num_return_sequences=samples)
-    if samples == 1:
-        settings.update(do_sample=False)
-        tokens = model.generate(**inputs, **settings)
-    else:
-        settings.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    settings = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.convert_tokens_to_ids(POINT_TOKEN))
+    batch = inputs["input_ids"].shape[0]
+    per_cloud = [[] for _ in range(batch)]
+    if greedy_first:
+        tokens = model.generate(**inputs, do_sample=False, **settings)
+        for row, text in enumerate(tokenizer.batch_decode(tokens, skip_special_tokens=False)):
+            per_cloud[row].append(extract_code(text))
+    n_sampled = samples - len(per_cloud[0])
+    if n_sampled > 0:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            tokens = model.generate(**inputs, **settings)
-    texts = tokenizer.batch_decode(tokens, skip_special_tokens=False)
-    return [extract_code(text) for text in texts]
+            tokens = model.generate(**inputs, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                    num_return_sequences=n_sampled, **settings)
+        texts = tokenizer.batch_decode(tokens, skip_special_tokens=False)
+        for i, text in enumerate(texts):      # generate returns row b's samples consecutively
+            per_cloud[i // n_sampled].append(extract_code(text))
+    return [code for codes in per_cloud for code in codes]
 
 
-def reconstruct(mesh, model, tokenizer, samples: int = 1, seed: int = 0, n_points: int = 256,
-                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 1.0,
-                timeout: float = 3.0) -> Reconstruction:
-    """Point cloud of ``mesh`` -> ``samples`` programs -> sandboxed solids -> the best by Chamfer distance.
+def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: bool = True, seed: int = 0,
+                n_points: int = 256, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                temperature: float = DEFAULT_TEMPERATURE, fit_seconds: float = DEFAULT_FIT_SECONDS,
+                timeout: float = 3.0, points=None) -> Reconstruction:
+    """The course's reconstruction pipeline: cloud -> a pool of programs -> the best -> fitted numbers.
 
-    The cloud is CAD-Recode's input (``mesh_to_point_cloud``: normalized, 8192 surface samples,
-    farthest-point sampling, sampling seed 0). Every program runs in ``cadlab.cadexec``'s sandbox
-    (``timeout`` seconds each); each closed solid (``closed_solid``) is scored with ``metrics.chamfer_distance``
-    against ``mesh`` (both in their own unit frames), and the smallest wins.
+    1. The cloud is CAD-Recode's input (``mesh_to_point_cloud``: normalized, 8192 surface samples,
+       farthest-point sampling, sampling seed 0), or ``points`` if given (then ``mesh`` may be None).
+    2. ``generate_codes``: the greedy program plus ``samples - 1`` sampled ones (``samples=1``: greedy only).
+    3. Each runs in ``cadlab.cadexec``'s sandbox and is scored by ``cloud_chamfer`` against the
+       input cloud -- no ground truth is needed; the smallest score wins (best of k, as CAD-Recode
+       reports best of 10, with the greedy program in the pool).
+    4. ``fit``: ``fit_numbers`` adjusts the winner's numbers to the cloud for ``fit_seconds``.
     """
-    from cadlab.cadexec import run_cadquery
-    from cadlab.metrics import chamfer_distance
     from cadlab.pointcloud import mesh_to_point_cloud
 
-    points = mesh_to_point_cloud(mesh, n_points=n_points, seed=0)
+    if points is None:
+        points = mesh_to_point_cloud(mesh, n_points=n_points, seed=0)
+    points = np.asarray(points, dtype=np.float32)
     start = time.perf_counter()
     codes = generate_codes(model, tokenizer, points, samples=samples, seed=seed, max_new_tokens=max_new_tokens,
                            temperature=temperature)
     generated = time.perf_counter()
-    results = [run_cadquery(code, timeout=timeout) for code in codes]
+    sources = ["greedy"] + [f"sample {i}" for i in range(1, len(codes))]
+    candidates = [score_program(code, points, source, timeout=timeout) for code, source in zip(codes, sources)]
     executed = time.perf_counter()
-    chamfers = [None if closed_solid(r) is None else chamfer_distance(mesh, r.mesh) for r in results]
-    valid = [i for i, cd in enumerate(chamfers) if cd is not None]
-    best = min(valid, key=lambda i: chamfers[i]) if valid else None
-    return Reconstruction(points, codes, results, chamfers, best, generated - start, executed - generated,
-                          time.perf_counter() - executed)
-
-
-def closed_solid(result):
-    """The mesh of a sandbox ``ExecResult`` if the program ran and its solid is closed (watertight), else None.
-
-    CadQuery can return a "solid" whose shell has gaps; it has no inside, so its IoU is undefined
-    (``metrics.iou`` refuses it). Like ``cadlab.synth.validate``, the course counts such a result as
-    invalid.
-    """
-    return result.mesh if result.ok and result.mesh.is_watertight else None
-
-
-def why_invalid(result) -> str:
-    """One line saying why ``closed_solid(result)`` is None."""
-    if result.ok:
-        return "the solid is not closed (its surface has open edges)"
-    return f"{result.kind}: {result.message}"
+    valid = [i for i, c in enumerate(candidates) if c.score is not None]
+    best = min(valid, key=lambda i: candidates[i].score) if valid else None
+    rec = Reconstruction(points, candidates, best, generate_seconds=generated - start,
+                         execute_seconds=executed - generated)
+    if fit and best is not None:
+        rec.fitted, rec.fit_evaluations = fit_numbers(candidates[best], points, seconds=fit_seconds, timeout=timeout)
+        rec.fit_seconds = time.perf_counter() - executed
+    return rec
 
 
 def to_frame_of(mesh, reference):
@@ -255,11 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("part", metavar="PART.stl", help="the mesh to reconstruct (.stl, .obj or .ply)")
     parser.add_argument("-o", "--output", metavar="DIR", default=".", help="output folder (default: current folder;"
                         " created if missing)")
-    parser.add_argument("--samples", metavar="K", type=_samples, default=1,
-                        help="1: greedy decoding (default); K > 1: K sampled programs, the one with the smallest "
-                             "Chamfer distance to the input is kept")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling with K > 1 (default 0)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for K > 1 (default 1)")
+    parser.add_argument("--samples", metavar="K", type=_samples, default=DEFAULT_SAMPLES,
+                        help=f"programs in the pool: the greedy one plus K-1 sampled ones; the one closest to the "
+                             f"input cloud (Chamfer distance) is kept (default {DEFAULT_SAMPLES}; 1 = greedy only)")
+    parser.add_argument("--fit", action=argparse.BooleanOptionalAction, default=True,
+                        help="adjust the kept program's numbers to fit the input cloud (default on; --no-fit: off)")
+    parser.add_argument("--fit-seconds", type=float, default=DEFAULT_FIT_SECONDS,
+                        help=f"time budget of the fit (default {DEFAULT_FIT_SECONDS:g} s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help=f"sampling temperature (default {DEFAULT_TEMPERATURE:g})")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                         help=f"longest program in tokens (default {DEFAULT_MAX_NEW_TOKENS})")
     parser.add_argument("--model", metavar="PATH", default=None,
@@ -301,7 +438,7 @@ def _load_model(name_or_path, err):
 
 def run(args, out=None, err=None) -> int:
     """The command after argument parsing (stdout/stderr by default); raises ``UserError`` for bad input."""
-    from cadlab.metrics import CD_SCALE
+    from cadlab.metrics import CD_SCALE, chamfer_distance
     from cadlab.pointcloud import load_mesh, normalize_mesh
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -315,6 +452,11 @@ def run(args, out=None, err=None) -> int:
         normalize_mesh(mesh)           # refuses a mesh whose bounding box has no size
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(error)) from None
+    if not mesh.is_watertight:
+        raise UserError(f"{part} is not a closed solid: its surface is open ({len(mesh.faces)} faces, edges "
+                        "with a single face), so it has no inside to rebuild. Export the part as a closed solid "
+                        "body (in your CAD tool: the solid, not a surface, sheet or single face), e.g. "
+                        "STL of the body, then try again.")
     folder = _writable_folder(Path(args.output))
     paths = {kind: folder / f"{part.stem}{suffix}"
              for kind, suffix in (("py", ".py"), ("stl", "_pred.stl"), ("png", "_preview.png"))}
@@ -324,31 +466,38 @@ def run(args, out=None, err=None) -> int:
     if sum(p.numel() for p in model.parameters()) < SMALL_MODEL:
         torch.set_num_threads(1)      # tiny matmuls: a second thread costs more in synchronisation than it gives
     try:
-        result = reconstruct(mesh, model, tokenizer, samples=args.samples, seed=args.seed,
-                             max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+        result = reconstruct(mesh, model, tokenizer, samples=args.samples, fit=args.fit, seed=args.seed,
+                             max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             fit_seconds=args.fit_seconds)
     finally:
         torch.set_num_threads(threads)
     print(result.code, file=out, end="" if result.code.endswith("\n") else "\n")
     paths["py"].write_text(result.code)
-    for index, (sample, cd) in enumerate(zip(result.results, result.chamfers)):
+    for index, candidate in enumerate(result.candidates):
         if args.samples > 1:
-            score = f"CD x1000 = {cd * CD_SCALE:.3f}" if cd is not None else why_invalid(sample)[:120]
-            print(f"sample {index}: {score}{'  <- kept' if index == result.best else ''}", file=err)
+            score = (f"CD x1000 to the input cloud = {candidate.score * CD_SCALE:.3f}" if candidate.score is not None
+                     else why_invalid(candidate.result)[:120])
+            print(f"{candidate.source}: {score}{'  <- best' if index == result.best else ''}", file=err)
+    if result.fitted is not None:
+        print(f"fit: {result.fit_evaluations} programs tried in {result.fit_seconds:.1f} s, CD x1000 to the input "
+              f"cloud {result.candidates[result.best].score * CD_SCALE:.3f} -> {result.fitted.score * CD_SCALE:.3f}",
+              file=err)
     timing = (f"generation {result.generate_seconds:.2f} s, execution {result.execute_seconds:.2f} s "
-              f"for {args.samples} sample(s)")
+              f"for {args.samples} program(s), fit {result.fit_seconds:.2f} s")
     if result.ok:
+        chamfer = chamfer_distance(mesh, result.mesh)
         to_frame_of(result.mesh, mesh).export(paths["stl"])
-        title = f"prediction: CD x1000 = {result.chamfer * CD_SCALE:.3f}"
+        title = f"prediction: CD x1000 = {chamfer * CD_SCALE:.3f}"
     else:
         title = "prediction"
     save_preview(paths["png"], result.points, result.mesh, title=title)
     written = [paths["py"]] + ([paths["stl"]] if result.ok else []) + [paths["png"]]
     print(f"wrote {', '.join(str(p) for p in written)}", file=err)
     if not result.ok:
-        print(f"cadlab reconstruct: no sample gave a valid solid (sample 0: {why_invalid(result.results[0])[:300]}); "
-              f"try --samples 8. {timing}.", file=err)
+        print(f"cadlab reconstruct: no program gave a valid solid (greedy: {why_invalid(result.greedy.result)[:300]}); "
+              f"try --samples 16. {timing}.", file=err)
         return 3
-    print(f"Chamfer distance x1000 to the input: {result.chamfer * CD_SCALE:.3f}; {timing}.", file=err)
+    print(f"Chamfer distance x1000 to the input mesh (papers' frame): {chamfer * CD_SCALE:.3f}; {timing}.", file=err)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Train the course's mini CAD-Recode on synthetic programs, and evaluate it on held-out shapes.
 
     python -m cadlab.train_cadrecode                 # train (resumes from the last checkpoint)
-    python -m cadlab.train_cadrecode --eval          # held-out metrics of the shipped checkpoint
+    python -m cadlab.train_cadrecode --eval          # held-out metrics of the shipped model: greedy,
+                                                     # best of 8, + fitted numbers (cadlab.reconstruct)
 
 Data. ``cadlab.synth.build_dataset`` turns seeds into (program, 256-point cloud) pairs. Training
 seeds come in chunks of ``CHUNK`` from 0 upwards; the held-out test set is seeds
@@ -46,19 +47,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cadlab.cadrecode import CADRecode, END_TOKEN, N_POINTS, POINT_TOKEN, START_TOKEN, extract_code, prepare_inputs
+from cadlab.cadrecode import CADRecode, END_TOKEN, N_POINTS, POINT_TOKEN, START_TOKEN
 
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "mini-cadrecode"
 SPECIAL_TOKENS = (END_TOKEN, START_TOKEN, POINT_TOKEN)   # ids 0, 1, 2 in the mini tokenizer
 CHUNK = 500                   # training seeds per cached chunk: chunk k = seeds k*CHUNK .. (k+1)*CHUNK-1
-TEST_START, TEST_SEEDS = 10_000_000, 240
+TEST_START, TEST_SEEDS = 10_000_000, 240    # held-out seeds: far from every training chunk
+RUN_DIR = Path(os.environ.get("CADLAB_CACHE", "~/.cache/cadlab")).expanduser() / "mini-cadrecode-run"
 NOISE_STD, NOISE_P = 0.01, 0.5
 
 
@@ -112,7 +116,7 @@ def mini_config(vocab_size: int, hidden_size: int = 256, layers: int = 4, heads:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-def test_set(progress: bool = True) -> dict:
+def held_out_set(progress: bool = True) -> dict:
     """The held-out shapes (seeds ``TEST_START ..``), built once and cached."""
     from cadlab.synth import build_dataset
 
@@ -191,22 +195,6 @@ def learning_rate(progress: float, step: int, peak: float, warmup: int) -> float
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-@torch.no_grad()
-def mean_loss(model, tokenizer, programs, clouds, batch_size: int = 16) -> float:
-    """Mean code-token loss (no noise) over a fixed set: the validation curve. Leaves the model's
-    train/eval mode as it found it."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(programs), batch_size):
-        batch = collate(tokenizer, programs[i:i + batch_size], clouds[i:i + batch_size])
-        n_tok = int((batch["labels"] != -100).sum())
-        total += float(model(**batch).loss) * n_tok
-        count += n_tok
-    model.train(was_training)
-    return total / count
-
-
 def save_shipped(model, tokenizer, log: dict, out_dir: Path) -> None:
     """Model (safetensors), config, generation config, tokenizer, log JSON and loss PNG into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,82 +241,172 @@ def plot_curves(log: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
-def train(run_dir: Path, out_dir: Path = WEIGHTS_DIR, minutes: float = 80.0, batch_size: int = 16,
-          lr: float = 2e-3, warmup: int = 40, max_steps: int | None = None, min_chunks: int = 1,
-          max_chunks: int = 10_000, hidden_size: int = 256, layers: int = 4, intermediate_size: int = 768,
-          heads: int = 4, kv_heads: int = 2, checkpoint_minutes: float = 5.0, seed: int = 0,
-          data: dict | None = None, val: dict | None = None, bf16: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a mini CAD-Recode; returns the log. ``data``/``val`` override the synth chunks (tests)."""
-    from safetensors.torch import load_file, save_file
+@dataclass
+class TrainSettings:
+    """Everything a training run depends on. ``minutes`` is the wall-time budget of this run's
+    steps; the cosine schedule is driven by the fraction of it used."""
+    minutes: float = 80.0
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup: int = 40
+    hidden_size: int = 256
+    layers: int = 4
+    intermediate_size: int = 768
+    heads: int = 4
+    kv_heads: int = 2
+    bf16: bool = True               # bf16 autocast for forward/backward; weights, grads, AdamW state fp32
+    min_chunks: int = 1             # build at least this many chunks of CHUNK programs before training
+    max_chunks: int = 10_000
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    max_steps: int | None = None    # tests: a step budget instead of the wall-time budget
+    from_shipped: bool = True       # with no run state: start from the shipped model's weights (if compatible)
+
+
+def _tokens_by_kind(tokenizer, labels: torch.Tensor) -> torch.Tensor:
+    """A bool mask, True where a label is a digit token (the numbers the points must determine)."""
+    digits = {i for t, i in tokenizer.get_vocab().items() if t.isdigit()}
+    return torch.isin(labels, torch.tensor(sorted(digits))) if digits else torch.zeros_like(labels, dtype=torch.bool)
+
+
+@torch.no_grad()
+def loss_report(model, tokenizer, programs, clouds, batch_size: int = 16, shuffle_seed: int = 0) -> dict:
+    """Held-out code-token cross-entropy: all tokens, digit tokens, syntax (non-digit) tokens, and all
+    tokens again with each program paired with *another* example's cloud (a derangement). If the model
+    reads the points, the shuffled loss is clearly higher than the true one."""
+    was_training = model.training
+    model.eval()
+    perm = list(range(len(programs)))
+    if len(perm) > 1:
+        perm = perm[1:] + perm[:1]                    # each program gets its neighbour's cloud
+    sums = {"loss": 0.0, "digits": 0.0, "syntax": 0.0, "shuffled": 0.0}
+    counts = {k: 0 for k in sums}
+    for i in range(0, len(programs), batch_size):
+        for key, order in (("loss", list(range(i, min(i + batch_size, len(programs))))),
+                           ("shuffled", perm[i:i + batch_size])):
+            batch = collate(tokenizer, programs[i:i + batch_size], clouds[order])
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+            labels = batch["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
+                                                    reduction="none")
+            valid = labels != -100
+            sums[key] += float(nll[valid].sum())
+            counts[key] += int(valid.sum())
+            if key == "loss":
+                digit = _tokens_by_kind(tokenizer, labels) & valid
+                sums["digits"] += float(nll[digit].sum())
+                counts["digits"] += int(digit.sum())
+                sums["syntax"] += float(nll[valid & ~digit].sum())
+                counts["syntax"] += int((valid & ~digit).sum())
+    model.train(was_training)
+    return {k: round(sums[k] / max(counts[k], 1), 5) for k in sums}
+
+
+def _compatible(model_dir: Path, settings: TrainSettings, tokenizer_vocab: int | None = None) -> bool:
+    """Whether ``model_dir`` holds a mini CAD-Recode of the shape ``settings`` ask for."""
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.exists() or not (Path(model_dir) / "model.safetensors").exists():
+        return False
+    config = json.loads(config_path.read_text())
+    return (config.get("hidden_size"), config.get("num_hidden_layers"), config.get("intermediate_size")) == \
+        (settings.hidden_size, settings.layers, settings.intermediate_size)
+
+
+def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
+          data: dict | None = None, val: dict | None = None, progress: bool = True) -> dict:
+    """Train (or resume) a mini CAD-Recode; returns the log. ``data``/``val`` override the synth chunks (tests).
+
+    Resuming: if ``run_dir`` holds a run state (model, optimizer, step), the run continues exactly.
+    Otherwise, with ``settings.from_shipped``, training starts from the shipped model in ``out_dir``
+    (its weights, tokenizer and log; a fresh optimizer), so training time adds up over runs and
+    sessions: ``log["runs"]`` lists every run and ``log["total_seconds"]`` their sum.
+    """
     from tqdm.auto import tqdm
     from transformers import PreTrainedTokenizerFast
 
-    run_dir = Path(run_dir)
+    settings = settings or TrainSettings()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    torch.manual_seed(settings.seed)
     if data is None:
-        data = train_data(min_chunks=min_chunks, max_chunks=max_chunks, progress=progress)
+        data = train_data(min_chunks=settings.min_chunks, max_chunks=settings.max_chunks, progress=progress)
     if val is None:
-        val = test_set(progress=progress)
+        val = held_out_set(progress=progress)
         val = {"codes": val["codes"][:48], "points": val["points"][:48]}   # the validation-loss subset
 
     state_path = run_dir / "state.pt"
-    if (run_dir / "tokenizer.json").exists():
+    if state_path.exists() and (run_dir / "model.safetensors").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(run_dir)
+        model = CADRecode.from_pretrained(run_dir)
+        state = torch.load(state_path, weights_only=True)
+        print(f"resuming the run in {run_dir} at step {state['step']}")
+    elif settings.from_shipped and _compatible(out_dir, settings):
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
+        model = CADRecode.from_pretrained(out_dir)
+        log = json.loads((out_dir / "training_log.json").read_text())
+        log.setdefault("runs", [])
+        state = {"step": log["train"][-1]["step"] if log.get("train") else 0, "seconds": 0.0,
+                 "tokens": log["train"][-1]["tokens"] if log.get("train") else 0, "epoch": 0, "log": log}
+        print(f"starting from the shipped model in {out_dir} (step {state['step']}; a fresh optimizer)")
+        tokenizer.save_pretrained(run_dir)
     else:
         tokenizer = build_tokenizer(tokenizer_corpus(data))
         tokenizer.save_pretrained(run_dir)
-    if (run_dir / "model.safetensors").exists() and state_path.exists():
-        model = CADRecode.from_pretrained(run_dir)
-        state = torch.load(state_path, weights_only=False)
-        print(f"resuming from {run_dir} at step {state['step']}")
-    else:
-        model = CADRecode(mini_config(len(tokenizer), hidden_size, layers, heads, kv_heads, intermediate_size))
+        model = CADRecode(mini_config(len(tokenizer), settings.hidden_size, settings.layers, settings.heads,
+                                      settings.kv_heads, settings.intermediate_size))
         state = {"step": 0, "seconds": 0.0, "tokens": 0, "epoch": 0,
-                 "log": {"train": [], "val": [], "config": {}, "eval": None}}
+                 "log": {"train": [], "val": [], "config": {}, "eval": None, "runs": []}}
+    log = state["log"]
+    if "run_index" not in state:                       # a new run (not a resumed one): register it
+        log["runs"].append({"started_at_step": state["step"], "seconds": 0.0, "steps": 0,
+                            "settings": asdict(settings), "torch_threads": torch.get_num_threads()})
+        state["run_index"] = len(log["runs"]) - 1
+    run = log["runs"][state["run_index"]]
     model.train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, betas=(0.9, 0.98))
+                                  lr=settings.lr, betas=(0.9, 0.98))
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
-    log = state["log"]
-    n_params = sum(p.numel() for p in model.parameters())
-    log["config"].update(dict(params=n_params, hidden_size=model.config.hidden_size, layers=model.config.num_hidden_layers,
-                              vocab_size=len(tokenizer), batch_size=batch_size, lr=lr, warmup=warmup, minutes=minutes,
-                              noise_std=NOISE_STD, noise_p=NOISE_P, torch_threads=torch.get_num_threads(),
-                              bf16_autocast=bf16))
+    log["config"].update(dict(params=sum(p.numel() for p in model.parameters()), hidden_size=model.config.hidden_size,
+                              layers=model.config.num_hidden_layers, vocab_size=len(tokenizer),
+                              noise_std=NOISE_STD, noise_p=NOISE_P))
     val_programs = [encode_program(tokenizer, c) for c in val["codes"]]
+    val_points = np.asarray(val["points"])
+    seconds_before = sum(r["seconds"] for r in log["runs"]) - run["seconds"]
 
     def checkpoint():
+        log["val"].append({"step": state["step"], "seconds": round(seconds_before + run["seconds"], 1),
+                           **loss_report(model, tokenizer, val_programs, val_points)})
+        log["total_seconds"] = round(sum(r["seconds"] for r in log["runs"]), 1)
         model.save_pretrained(run_dir)
         state.update(optimizer=optimizer.state_dict(), log=log)
         torch.save(state, state_path)
         save_shipped(model, tokenizer, log, out_dir)
 
-    budget = minutes * 60.0
-    bar = tqdm(total=max_steps, initial=state["step"], desc="train mini CAD-Recode", disable=not progress)
+    budget = settings.minutes * 60.0
+    bar = tqdm(total=settings.max_steps, desc="train mini CAD-Recode", disable=not progress)
     last_ckpt = time.time()
     done = False
     while not done:
-        if state["epoch"] > 0 and data.get("refresh", True) and "seeds" in data:
-            fresh = train_data(max_chunks=max_chunks, progress=False)   # chunks built meanwhile join in
+        if run["steps"] > 0 and data.get("refresh", True) and "seeds" in data:
+            fresh = train_data(max_chunks=settings.max_chunks, progress=False)   # chunks built meanwhile join in
             if len(fresh["codes"]) > len(data["codes"]):
                 data = fresh
         programs = [encode_program(tokenizer, c) for c in data["codes"]]
-        rng = random.Random(seed * 1000 + state["epoch"])
-        generator = torch.Generator().manual_seed(seed * 1000 + state["epoch"])
-        log["config"]["train_programs_last_epoch"] = len(programs)
-        for index in batches([len(p) for p in programs], batch_size, rng):
+        rng = random.Random(settings.seed * 1000 + state["epoch"])
+        generator = torch.Generator().manual_seed(settings.seed * 1000 + state["epoch"])
+        run["train_programs_last_epoch"] = len(programs)
+        for index in batches([len(p) for p in programs], settings.batch_size, rng):
             t0 = time.time()
-            lr_now = learning_rate(state["seconds"] / budget if max_steps is None else state["step"] / max_steps,
-                                   state["step"], lr, warmup)
+            progress_now = run["seconds"] / budget if settings.max_steps is None else run["steps"] / settings.max_steps
+            lr_now = learning_rate(progress_now, run["steps"], settings.lr, settings.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             batch = collate(tokenizer, [programs[i] for i in index], data["points"][index], noise=True,
                             generator=generator)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
                 loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -336,18 +414,17 @@ def train(run_dir: Path, out_dir: Path = WEIGHTS_DIR, minutes: float = 80.0, bat
             optimizer.zero_grad(set_to_none=True)
             dt = time.time() - t0
             state["step"] += 1
-            state["seconds"] += dt
+            run["steps"] += 1
+            run["seconds"] += dt
             state["tokens"] += int(batch["input_ids"].numel())
             log["train"].append({"step": state["step"], "loss": round(loss.item(), 5), "lr": lr_now,
-                                 "seconds": round(state["seconds"], 1), "tokens": state["tokens"],
+                                 "seconds": round(seconds_before + run["seconds"], 1), "tokens": state["tokens"],
                                  "epoch": state["epoch"]})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{batch['input_ids'].numel() / dt:.0f}",
                             n=len(programs))
-            done = (state["seconds"] >= budget) if max_steps is None else state["step"] >= max_steps
-            if done or time.time() - last_ckpt > checkpoint_minutes * 60:
-                log["val"].append({"step": state["step"], "seconds": round(state["seconds"], 1),
-                                   "loss": round(mean_loss(model, tokenizer, val_programs, val["points"]), 5)})
+            done = (run["seconds"] >= budget) if settings.max_steps is None else run["steps"] >= settings.max_steps
+            if done or time.time() - last_ckpt > settings.checkpoint_minutes * 60:
                 checkpoint()
                 last_ckpt = time.time()
             if done:
@@ -361,74 +438,87 @@ def train(run_dir: Path, out_dir: Path = WEIGHTS_DIR, minutes: float = 80.0, bat
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def generate_codes(model, tokenizer, clouds, batch_size: int = 16, max_new_tokens: int = 256,
-                   n_samples: int = 1, progress: bool = True, **generate_kwargs) -> list[list[str]]:
-    """Programs for each cloud: ``n_samples`` per cloud (greedy unless ``do_sample=True`` is passed)."""
-    from tqdm.auto import tqdm
-
-    pad = tokenizer.convert_tokens_to_ids(POINT_TOKEN)
-    out = []
-    for i in tqdm(range(0, len(clouds), batch_size), desc="generate", disable=not progress):
-        inputs = prepare_inputs(np.asarray(clouds[i:i + batch_size]), tokenizer)
-        tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                num_return_sequences=n_samples, **generate_kwargs)
-        texts = [extract_code(t) for t in tokenizer.batch_decode(tokens, skip_special_tokens=False)]
-        out += [texts[j:j + n_samples] for j in range(0, len(texts), n_samples)]
-    return out
-
-
-def score(codes_per_shape, targets, progress: bool = True) -> dict:
-    """Run every candidate in the sandbox; best-of-k Chamfer / IoU against the target meshes."""
-    from tqdm.auto import tqdm
-
-    from cadlab.cadexec import run_cadquery
+def score_against_truth(candidate, truth) -> dict | None:
+    """IoU and Chamfer x1000 of a pool candidate against the true solid, in the papers' frame (each
+    solid by its own bounding box into a unit cube, 8192 surface samples); None if it is invalid."""
     from cadlab.metrics import CD_SCALE, chamfer_distance, iou
 
-    rows = []
-    for codes, target in tqdm(list(zip(codes_per_shape, targets)), desc="execute + score", disable=not progress):
-        best_cd, best_iou, kinds = None, None, []
-        for code in codes:
-            result = run_cadquery(code, timeout=3.0)
-            kinds.append(result.kind)
-            mesh = result.mesh if result.ok and len(result.mesh.faces) > 2 else None
-            if mesh is None:
-                continue
-            try:
-                cd, inter = chamfer_distance(target, mesh) * CD_SCALE, iou(target, mesh)
-            except Exception:             # a non-manifold result counts as invalid
-                continue
-            best_cd = cd if best_cd is None else min(best_cd, cd)
-            best_iou = inter if best_iou is None else max(best_iou, inter)
-        rows.append({"cd_x1000": best_cd, "iou": best_iou, "kinds": kinds})
-    valid = [r for r in rows if r["cd_x1000"] is not None]
+    if candidate is None or candidate.mesh is None:
+        return None
+    try:
+        return {"iou": float(iou(truth, candidate.mesh)), "cd_x1000": float(chamfer_distance(truth, candidate.mesh) * CD_SCALE)}
+    except Exception:                 # noqa: BLE001 - a non-manifold result counts as invalid
+        return None
+
+
+def summarize_stage(scores) -> dict:
+    """Mean IoU (valid only, and with invalid as 0), median / mean Chamfer x1000 and the invalid ratio."""
+    valid = [s for s in scores if s is not None]
     return {
-        "shapes": len(rows),
-        "mean_iou": float(np.mean([r["iou"] for r in valid])) if valid else None,
-        "mean_iou_invalid_as_0": float(np.sum([r["iou"] for r in valid]) / len(rows)),
-        "median_cd_x1000": float(np.median([r["cd_x1000"] for r in valid])) if valid else None,
-        "mean_cd_x1000": float(np.mean([r["cd_x1000"] for r in valid])) if valid else None,
-        "invalid_ratio": 1 - len(valid) / len(rows),
-        "rows": rows,
+        "shapes": len(scores),
+        "mean_iou": float(np.mean([s["iou"] for s in valid])) if valid else None,
+        "mean_iou_invalid_as_0": float(np.sum([s["iou"] for s in valid]) / len(scores)) if scores else None,
+        "median_cd_x1000": float(np.median([s["cd_x1000"] for s in valid])) if valid else None,
+        "mean_cd_x1000": float(np.mean([s["cd_x1000"] for s in valid])) if valid else None,
+        "invalid_ratio": 1 - len(valid) / len(scores) if scores else None,
     }
 
 
-def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, k: int = 5, n_best: int | None = None,
-             temperature: float = 0.8, timing_shapes: int = 10, progress: bool = True) -> dict:
-    """Held-out metrics: greedy one sample, best-of-``k`` sampled, seconds per reconstruction; into the log."""
+def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: bool = True,
+                 fit_seconds: float = 5.0, names=None, progress: bool = True) -> dict:
+    """Run ``cadlab.reconstruct.reconstruct`` (the course's one pipeline) on every true solid and score
+    each stage against the truth: ``greedy`` (the pool's first program), ``best_of_k`` (chosen by
+    Chamfer distance to the input cloud, no ground truth) and ``fit`` (its numbers fitted).
+    Returns a summary per stage, per-shape rows and seconds per shape."""
+    from tqdm.auto import tqdm
+
+    from cadlab.reconstruct import reconstruct
+
+    rows = []
+    for i, truth in enumerate(tqdm(truths, desc="reconstruct + score", disable=not progress)):
+        rec = reconstruct(truth, model, tokenizer, samples=samples, fit=fit, fit_seconds=fit_seconds,
+                          points=None if clouds is None else clouds[i])
+        row = {"name": None if names is None else names[i], "seconds": rec.seconds,
+               "generate_seconds": rec.generate_seconds, "greedy": score_against_truth(rec.greedy, truth),
+               "greedy_code": rec.greedy.code}
+        if samples > 1:
+            row["best_of_k"] = score_against_truth(rec.candidates[rec.best] if rec.best is not None else None, truth)
+            row["best_source"] = None if rec.best is None else rec.candidates[rec.best].source
+        if fit:
+            row["fit"] = score_against_truth(rec.final if rec.ok else None, truth)
+            row["fit_code"] = rec.final.code
+            row["fit_evaluations"] = rec.fit_evaluations
+        rows.append(row)
+    stages = ["greedy"] + (["best_of_k"] if samples > 1 else []) + (["fit"] if fit else [])
+    return {"samples": samples, "fit": fit, "fit_seconds": fit_seconds,
+            **{stage: summarize_stage([r[stage] for r in rows]) for stage in stages},
+            "seconds_per_shape": {"median": float(np.median([r["seconds"] for r in rows])),
+                                  "max": float(np.max([r["seconds"] for r in rows]))},
+            "rows": rows}
+
+
+def workshop_parts(folder=None) -> dict:
+    """The hand-written part programs in ``tests/data/parts`` (name -> code): parts one finds in a workshop,
+    written by hand, not drawn from the generator."""
+    folder = Path(folder) if folder else Path(__file__).resolve().parent.parent / "tests" / "data" / "parts"
+    return {p.stem: p.read_text() for p in sorted(folder.glob("*.py"))}
+
+
+def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, pipeline_shapes: int | None = None,
+             samples: int = 8, fit_seconds: float = 5.0, progress: bool = True) -> dict:
+    """Held-out metrics into the log: (a) the synthetic held-out set, greedy on ``n_shapes`` (default
+    all) and the whole pipeline (best of ``samples`` + fit) on the first ``pipeline_shapes``; (b) the
+    hand-written workshop parts, the same three stages. Every program runs in the sandbox."""
     from cadlab.cadexec import run_cadquery
     from cadlab.cadrecode import load_cadrecode
 
     model, tokenizer = load_cadrecode(model_dir)
-    test = test_set(progress=progress)
+    test = held_out_set(progress=progress)
     n = len(test["codes"]) if n_shapes is None else min(n_shapes, len(test["codes"]))
-    targets = [run_cadquery(code).mesh for code in test["codes"][:n]]
-    t0 = time.time()
-    greedy = generate_codes(model, tokenizer, test["points"][:n], progress=progress)
-    greedy_seconds = time.time() - t0
-    result = {"greedy": score(greedy, targets, progress=progress), "greedy_generate_seconds": greedy_seconds,
-              "test_seeds": [TEST_START, TEST_START + TEST_SEEDS - 1], "torch_threads": torch.get_num_threads()}
-    result["greedy"]["codes"] = [c[0] for c in greedy]
+    truths = [run_cadquery(code).mesh for code in test["codes"][:n]]
+    result = {"held_out_seeds": [TEST_START, TEST_START + TEST_SEEDS - 1], "torch_threads": torch.get_num_threads(),
+              "frame": "papers' frame: each solid by its own bounding box into a unit cube; Chamfer with 8192 "
+                       "surface samples each, squared distances, both directions summed, x1000"}
     log_path = Path(model_dir) / "training_log.json"
 
     def write_log():
@@ -436,64 +526,76 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, k: int = 5, n_b
         log["eval"] = result
         log_path.write_text(json.dumps(log, indent=1))
 
+    result["held_out_greedy"] = evaluate_set(model, tokenizer, truths, test["points"][:n], samples=1, fit=False,
+                                             names=test["seeds"][:n], progress=progress)
     write_log()                                  # greedy results are kept even if the rest is cut short
-    nb = n if n_best is None else min(n_best, n)
-    if k > 1 and nb > 0:
-        torch.manual_seed(0)
-        sampled = generate_codes(model, tokenizer, test["points"][:nb], batch_size=8, n_samples=k,
-                                 do_sample=True, temperature=temperature, top_k=50, progress=progress)
-        result[f"best_of_{k}"] = score(sampled, targets[:nb], progress=progress)
-        result[f"best_of_{k}"]["temperature"] = temperature
-    # one reconstruction, as a user runs it: batch of 1, greedy, then the sandbox (worker already warm)
-    times = []
-    for cloud in test["points"][:timing_shapes]:
-        t = time.time()
-        code = generate_codes(model, tokenizer, cloud[None], batch_size=1, progress=False)[0][0]
-        run_cadquery(code)
-        times.append(time.time() - t)
-    result["seconds_per_reconstruction"] = {"median": float(np.median(times)), "mean": float(np.mean(times)),
-                                            "shapes": len(times), "threads": torch.get_num_threads()}
-    write_log()
+    m = n if pipeline_shapes is None else min(pipeline_shapes, n)
+    if m:
+        result["held_out_pipeline"] = evaluate_set(model, tokenizer, truths[:m], test["points"][:m], samples=samples,
+                                                   fit=True, fit_seconds=fit_seconds, names=test["seeds"][:m],
+                                                   progress=progress)
+        write_log()
+    parts = workshop_parts()
+    if parts:
+        meshes = [run_cadquery(code).mesh for code in parts.values()]
+        result["workshop_parts"] = evaluate_set(model, tokenizer, meshes, samples=samples, fit=True,
+                                                fit_seconds=fit_seconds, names=list(parts), progress=progress)
+        write_log()
     return result
 
 
-def main(argv=None) -> None:
+def print_eval(result: dict) -> None:
+    """One line per set and stage: mean IoU, median CD x1000, invalid ratio, time per shape."""
+    for set_name in ("held_out_greedy", "held_out_pipeline", "workshop_parts"):
+        if set_name not in result:
+            continue
+        r = result[set_name]
+        for stage in ("greedy", "best_of_k", "fit"):
+            if stage in r:
+                st = r[stage]
+                print(f"{set_name:18s} {stage:9s}: shapes {st['shapes']}, mean IoU {st['mean_iou']:.3f}, median CD "
+                      f"x1000 {st['median_cd_x1000']:.3f}, invalid {st['invalid_ratio']:.3f}")
+        print(f"{set_name:18s} seconds per shape: median {r['seconds_per_shape']['median']:.2f}, "
+              f"max {r['seconds_per_shape']['max']:.2f}")
+
+
+def main(argv=None) -> int:
+    defaults = TrainSettings()
     parser = argparse.ArgumentParser(prog="python -m cadlab.train_cadrecode", description=__doc__.split("\n")[0])
-    parser.add_argument("--eval", action="store_true", help="evaluate the checkpoint in --out on the held-out set")
-    parser.add_argument("--run-dir", type=Path, default=Path("~/.cache/cadlab/mini-cadrecode-run").expanduser(),
-                        help="where the resumable training state lives")
+    parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out set")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
-    parser.add_argument("--minutes", type=float, default=80.0, help="wall-time budget of the training steps")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget of this run's steps")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="linear warm-up steps")
+    parser.add_argument("--hidden", dest="hidden_size", type=int, default=defaults.hidden_size)
+    parser.add_argument("--layers", type=int, default=defaults.layers)
+    parser.add_argument("--intermediate", dest="intermediate_size", type=int, default=defaults.intermediate_size)
     parser.add_argument("--min-chunks", type=int, default=4, help=f"build at least this many chunks of {CHUNK} programs")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--intermediate", type=int, default=768)
-    parser.add_argument("--warmup", type=int, default=40, help="linear warm-up steps")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=defaults.bf16,
                         help="train under bf16 autocast (fp32 weights); --no-bf16 for plain fp32")
-    parser.add_argument("--shapes", type=int, default=None, help="--eval: held-out shapes to use (default all)")
-    parser.add_argument("--k", type=int, default=5, help="--eval: samples per shape for best-of-k")
-    parser.add_argument("--n-best", type=int, default=None, help="--eval: shapes for best-of-k (default all)")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="--eval: torch threads (one is faster for a model this small, above all on a busy CPU)")
+    parser.add_argument("--from-shipped", action=argparse.BooleanOptionalAction, default=defaults.from_shipped,
+                        help="with no run state, start from the shipped model's weights (--no-from-shipped: from scratch)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; --eval: 1)")
+    parser.add_argument("--shapes", type=int, default=None, help="--eval: held-out shapes for greedy (default all)")
+    parser.add_argument("--pipeline-shapes", type=int, default=None,
+                        help="--eval: held-out shapes for the whole pipeline (default all)")
+    parser.add_argument("--samples", type=int, default=8, help="--eval: the pool size of best-of-k (greedy + k-1 sampled)")
+    parser.add_argument("--fit-seconds", type=float, default=5.0, help="--eval: time budget of the fit per shape")
     args = parser.parse_args(argv)
     if args.eval:
+        torch.set_num_threads(args.threads or 1)
+        print_eval(evaluate(args.out, n_shapes=args.shapes, pipeline_shapes=args.pipeline_shapes,
+                            samples=args.samples, fit_seconds=args.fit_seconds))
+        return 0
+    if args.threads:
         torch.set_num_threads(args.threads)
-        result = evaluate(args.out, n_shapes=args.shapes, k=args.k, n_best=args.n_best, temperature=args.temperature)
-        for name in ("greedy", f"best_of_{args.k}"):
-            if name in result:
-                r = result[name]
-                print(f"{name}: shapes {r['shapes']}, mean IoU {r['mean_iou']}, median CD x1000 "
-                      f"{r['median_cd_x1000']}, invalid {r['invalid_ratio']:.3f}")
-        print("seconds per reconstruction:", result["seconds_per_reconstruction"])
-        return
-    train(args.run_dir, args.out, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-          min_chunks=args.min_chunks, hidden_size=args.hidden, layers=args.layers,
-          intermediate_size=args.intermediate, warmup=args.warmup, bf16=args.bf16)
+    names = {f.name for f in fields(TrainSettings)}
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+    train(args.run_dir, args.out, settings)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

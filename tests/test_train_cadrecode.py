@@ -12,7 +12,7 @@ from cadlab.cadrecode import (CADRecode, END_TOKEN, MINI_MODEL_DIR, POINT_TOKEN,
 from cadlab.metrics import iou
 from cadlab.pointcloud import mesh_to_point_cloud
 from cadlab.synth import generate_program, normalized_program
-from cadlab.train_cadrecode import (TEST_SEEDS, TEST_START, build_tokenizer, collate, encode_program, learning_rate,
+from cadlab.train_cadrecode import (TrainSettings, TEST_SEEDS, TEST_START, build_tokenizer, collate, encode_program, learning_rate,
                                     train)
 
 # A held-out shape (one body, seed in the test range) that the shipped checkpoint reconstructs
@@ -77,8 +77,9 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
     codes = [generate_program(s) for s in range(6)]
     data = {"codes": codes, "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
     small = dict(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, batch_size=6, lr=1e-2,
-                 warmup=1, data=data, val=data, progress=False, checkpoint_minutes=1e6)
-    log = train(tmp_path / "run", tmp_path / "out", max_steps=12, **small)
+                 warmup=1, checkpoint_minutes=1e6)
+    log = train(tmp_path / "run", tmp_path / "out", TrainSettings(max_steps=12, **small), data=data, val=data,
+                progress=False)
     losses = [r["loss"] for r in log["train"]]
     assert len(losses) == 12 and losses[-1] < losses[0] - 1.0, losses   # down by more than a nat
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "loss_curves.png").is_file()
@@ -86,23 +87,45 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
     assert [r["step"] for r in saved["train"]] == list(range(1, 13))
     before = CADRecode.from_pretrained(tmp_path / "run").state_dict()
 
-    log = train(tmp_path / "run", tmp_path / "out", max_steps=15, **small)    # resumes at step 12
+    log = train(tmp_path / "run", tmp_path / "out", TrainSettings(max_steps=15, **small), data=data, val=data,
+                progress=False)                                            # resumes the run at step 12
     assert [r["step"] for r in log["train"]] == list(range(1, 16))
     assert log["train"][-1]["loss"] < losses[0]
     after = CADRecode.from_pretrained(tmp_path / "run").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_new_run_starts_from_the_shipped_model_and_adds_up_its_time(tmp_path):
+    rng = np.random.default_rng(2)
+    codes = [generate_program(s) for s in range(6)]
+    data = {"codes": codes, "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
+    small = dict(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, batch_size=6, lr=1e-2,
+                 warmup=1, checkpoint_minutes=1e6)
+    first = train(tmp_path / "run1", tmp_path / "out", TrainSettings(max_steps=6, **small), data=data, val=data,
+                  progress=False)
+    shipped = CADRecode.from_pretrained(tmp_path / "out").state_dict()
+    # a second run with no run state of its own: it starts from the shipped weights, not from scratch
+    second = train(tmp_path / "run2", tmp_path / "out", TrainSettings(max_steps=4, lr=1e-9, **{k: v for k, v in small.items() if k != "lr"}),
+                   data=data, val=data, progress=False)
+    assert [r["step"] for r in second["train"]] == list(range(1, 11))           # steps continue: 7..10
+    assert len(second["runs"]) == 2 and [r["steps"] for r in second["runs"]] == [6, 4]
+    assert second["total_seconds"] == pytest.approx(sum(r["seconds"] for r in second["runs"]), abs=0.2)
+    assert second["train"][-1]["seconds"] >= first["train"][-1]["seconds"]
+    after = CADRecode.from_pretrained(tmp_path / "out").state_dict()
+    assert max(float((after[k] - shipped[k]).abs().max()) for k in shipped) < 1e-4   # lr 1e-9: barely moved
+    assert set(second["val"][-1]) >= {"loss", "digits", "syntax", "shuffled"}
+
+
 def test_bf16_autocast_training_keeps_fp32_weights(tmp_path):
     rng = np.random.default_rng(1)
     codes = [generate_program(s) for s in range(6)]
     data = {"codes": codes, "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
-    log = train(tmp_path / "run", tmp_path / "out", max_steps=12, hidden_size=32, layers=1, heads=2, kv_heads=1,
-                intermediate_size=64, batch_size=6, lr=1e-2, warmup=1, data=data, val=data, progress=False,
-                checkpoint_minutes=1e6, bf16=True)
+    settings = TrainSettings(max_steps=12, hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64,
+                             batch_size=6, lr=1e-2, warmup=1, checkpoint_minutes=1e6, bf16=True)
+    log = train(tmp_path / "run", tmp_path / "out", settings, data=data, val=data, progress=False)
     losses = [r["loss"] for r in log["train"]]
     assert losses[-1] < losses[0] - 1.0, losses
-    assert log["config"]["bf16_autocast"] is True
+    assert log["runs"][-1]["settings"]["bf16"] is True
     model = CADRecode.from_pretrained(tmp_path / "out")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
