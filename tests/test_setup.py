@@ -85,3 +85,44 @@ def test_a_wheelhouse_means_no_index(tmp_path):
     assert all(f"--no-index --find-links {wheelhouse}" in c for c in installs), installs
     assert not any("download.pytorch.org" in c for c in calls)
     assert "(no network)" in result.stdout
+
+
+# --- the wheel: a non-editable `pip install .` carries the shipped models -------------------
+
+def _shipped_data_files():
+    """Every non-Python file under cadlab/ that git tracks: weights, tokenizers, babyGPT, data."""
+    listed = subprocess.run(["git", "ls-files", "cadlab"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return sorted(p for p in listed.stdout.split() if not p.endswith(".py"))
+
+
+def test_the_wheel_holds_every_shipped_file_and_loads_the_mini_models_from_it(tmp_path):
+    """Build the wheel with setuptools (offline, no pip), unpack it, load babyGPT and the mini CAD-Recode
+    from the unpacked copy alone."""
+    import zipfile
+
+    shipped = _shipped_data_files()
+    assert {"cadlab/babygpt/model.pth", "cadlab/babygpt/tokenizer.json", "cadlab/babygpt/README.md",
+            "cadlab/weights/mini-cadrecode/model.safetensors",
+            "cadlab/weights/mini-cadrecode/tokenizer.json"} <= set(shipped)
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "cadlab", source / "cadlab", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    build = subprocess.run([sys.executable, "-c", "import setuptools.build_meta as b; print(b.build_wheel('dist'))"],
+                           cwd=source, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = source / "dist" / build.stdout.split()[-1]
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        missing = [p for p in shipped if p not in names]
+        assert not missing, f"the wheel lacks {missing}: add them to [tool.setuptools.package-data]"
+        archive.extractall(tmp_path / "installed")
+    load = ("import sys; sys.path.insert(0, sys.argv[1]); import cadlab; assert cadlab.__file__.startswith(sys.argv[1])\n"
+            "from cadlab.babygpt import load_babygpt; from cadlab.cadrecode import load_cadrecode\n"
+            "model, tokenizer = load_babygpt(); print('babygpt', sum(p.numel() for p in model.parameters()))\n"
+            "model, tokenizer = load_cadrecode(); print('cadrecode', sum(p.numel() for p in model.parameters()))")
+    loaded = subprocess.run([sys.executable, "-c", load, str(tmp_path / "installed")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "babygpt " in loaded.stdout and "cadrecode " in loaded.stdout
