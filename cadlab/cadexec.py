@@ -287,7 +287,10 @@ def _short(text) -> str:
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " ...[truncated]"
 
 
-def execute_in_this_process(code: str) -> dict:
+TESSELLATION = (0.001, 0.1)   # CAD-Recode's demo: linear tolerance (code units), angular tolerance (radians)
+
+
+def execute_in_this_process(code: str, tolerance: tuple = TESSELLATION) -> dict:
     """Compile, run and tessellate ``code`` here (the worker calls this; tests call it directly only
     for harmless programs). Returns a plain dict: kind, message, vertices, faces, seconds."""
     start = time.perf_counter()
@@ -322,7 +325,7 @@ def execute_in_this_process(code: str) -> dict:
         n_faces = len(shape.Faces())
         if n_faces <= 2:
             return done("invalid", f"r has {n_faces} face(s); a valid solid needs more than 2")
-        points, triangles = shape.tessellate(0.001, 0.1)
+        points, triangles = shape.tessellate(*tolerance)
         vertices = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64).reshape(-1, 3)
         faces = np.array(triangles, dtype=np.int64).reshape(-1, 3)
         if len(faces) == 0 or not np.isfinite(vertices).all():
@@ -371,12 +374,13 @@ def _worker_main(read_fd: int, write_fd: int, memory_cap: int) -> None:
     outbox.send(("ready", os.getpid()))
     while True:
         try:
-            code = inbox.recv()
+            job = inbox.recv()
         except (EOFError, OSError):
             return
-        if code is None:
+        if job is None:
             return
-        result = execute_in_this_process(code)
+        code, tolerance = job
+        result = execute_in_this_process(code, tolerance)
         result["max_rss"] = _resident_bytes()
         try:
             outbox.send(result)
@@ -457,8 +461,13 @@ def worker_pid() -> int | None:
     return None if _worker is None else _worker.process.pid
 
 
-def run_cadquery(code: str, timeout: float = 3.0, memory_cap: int = MEMORY_CAP) -> ExecResult:
+def run_cadquery(code: str, timeout: float = 3.0, memory_cap: int = MEMORY_CAP,
+                 tolerance: tuple = TESSELLATION) -> ExecResult:
     """Run a CadQuery program in the sandbox; return its tessellated ``r`` or a structured error.
+
+    ``tolerance``: the tessellation's (linear, angular) tolerances; the default is CAD-Recode's
+    demo. A coarser one (the number fit in ``cadlab.reconstruct`` uses (0.5, 0.3)) makes fewer
+    triangles, so a program runs several times faster; the solid is the same.
 
     ``timeout`` is the wall-clock budget, in seconds, for compiling, running and tessellating the
     program (starting a fresh worker, ~3 s, is not counted). ``ExecResult.seconds`` is the whole
@@ -483,7 +492,7 @@ def run_cadquery(code: str, timeout: float = 3.0, memory_cap: int = MEMORY_CAP) 
             _worker = _Worker(memory_cap)
         worker, answer = _worker, None
         try:
-            worker.outbox.send(code)
+            worker.outbox.send((code, tuple(float(t) for t in tolerance)))
             worker.jobs += 1
             if worker.inbox.poll(timeout):
                 answer = worker.inbox.recv()

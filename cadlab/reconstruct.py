@@ -74,13 +74,15 @@ def why_invalid(result) -> str:
 # --------------------------------------------------------------------------------------------
 # Scoring a program against the input cloud (no ground truth needed)
 # --------------------------------------------------------------------------------------------
-def cloud_chamfer(solid, cloud, n_points: int = 2048, seed: int = 0) -> float:
+def cloud_chamfer(solid, cloud, n_points: int = 8192, seed: int = 0) -> float:
     """Raw Chamfer distance between the input cloud and a solid written in code units.
 
     The solid is brought into the cloud's frame by the code's own scale (divided by ``CODE_UNITS``;
     not re-normalized), so a program is judged on where and how large it draws the part, as the
     canonical programs encode it. ``n_points`` area-uniform samples of the solid (fixed ``seed``:
     the same solid always scores the same) against the cloud's points, both directions, squared.
+    Many samples on the solid's side keep the score smooth as a number changes by one unit (the
+    fit below needs that); the cloud's 256 points set a floor the true solid reaches too.
     """
     import trimesh
 
@@ -104,11 +106,12 @@ class Candidate:
         return None if self.score is None else self.result.mesh
 
 
-def score_program(code: str, cloud, source: str = "", timeout: float = 3.0) -> Candidate:
-    """Run ``code`` in the sandbox and score its solid against ``cloud`` (``None`` if it is not valid)."""
-    from cadlab.cadexec import run_cadquery
+def score_program(code: str, cloud, source: str = "", timeout: float = 3.0, tolerance=None) -> Candidate:
+    """Run ``code`` in the sandbox and score its solid against ``cloud`` (``None`` if it is not valid).
+    ``tolerance``: the tessellation's, default CAD-Recode's (``cadexec.TESSELLATION``)."""
+    from cadlab.cadexec import TESSELLATION, run_cadquery
 
-    result = run_cadquery(code, timeout=timeout)
+    result = run_cadquery(code, timeout=timeout, tolerance=tolerance or TESSELLATION)
     solid = closed_solid(result)
     score = None
     if solid is not None:
@@ -122,46 +125,57 @@ def score_program(code: str, cloud, source: str = "", timeout: float = 3.0) -> C
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 
 
-def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECONDS, steps=(8, 4, 2, 1),
+FIT_TESSELLATION = (0.5, 0.3)   # coarse triangles while fitting: each try runs several times faster
+
+
+def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECONDS, steps=(4, 2, 1),
                 timeout: float = 3.0):
     """Adjust a program's numeric literals to fit the input cloud: derivative-free coordinate descent.
 
     For each step size s in ``steps`` (code units), sweep the literals in order; for literal x_i try
-    x_i + s and x_i - s (every candidate runs in the sandbox and is scored by ``cloud_chamfer``)
-    and keep a change whenever the score drops; repeat the sweep at the same s while any change was
-    kept, then go to the next s. Stops when ``seconds`` have passed. The program's structure (its
-    operations, the order of its bodies) never changes, only its numbers.
+    x_i + s, then x_i - s (every try runs in the sandbox, tessellated coarsely, and is scored by
+    ``cloud_chamfer``) and keep a change as soon as the score drops; repeat the sweep at the same s
+    while a change was kept, then go to the next s. Stops when ``seconds`` have passed. The
+    program's structure (its operations, the order of its bodies) never changes, only its numbers.
 
-    Returns ``(best Candidate (source "fit"), evaluations)``; the input if nothing improved it.
+    Returns ``(Candidate, evaluations)``: the fitted program (source "fit", run again at full
+    tessellation), or the input candidate if no change lowered its score.
     """
     if candidate.score is None:
         return candidate, 0
     deadline = time.perf_counter() + seconds
-    code, best = candidate.code, candidate
-    evaluations = 0
+    start = score_program(candidate.code, cloud, "fit", timeout=timeout, tolerance=FIT_TESSELLATION)
+    if start.score is None:
+        return candidate, 1
+    code, best, evaluations = candidate.code, start.score, 1
     head = code.index("\n") + 1 if "\n" in code else 0      # never touch the import line
     for step in steps:
         improved = True
         while improved and time.perf_counter() < deadline:
             improved = False
-            spans = [m.span() for m in _NUMBER.finditer(code, head)]
-            for index in range(len(spans)):
-                if time.perf_counter() >= deadline:
+            index = 0
+            while time.perf_counter() < deadline:
+                spans = [m.span() for m in _NUMBER.finditer(code, head)]
+                if index >= len(spans):
                     break
-                start, end = [m.span() for m in _NUMBER.finditer(code, head)][index]
-                value = float(code[start:end])
+                begin, end = spans[index]
+                value = float(code[begin:end])
                 for delta in (step, -step):
                     new_value = value + delta
                     text = str(int(new_value)) if new_value.is_integer() else f"{new_value:g}"
-                    trial = code[:start] + text + code[end:]
-                    scored = score_program(trial, cloud, "fit", timeout=timeout)
+                    trial = code[:begin] + text + code[end:]
+                    scored = score_program(trial, cloud, "fit", timeout=timeout, tolerance=FIT_TESSELLATION)
                     evaluations += 1
-                    if scored.score is not None and scored.score < best.score:
-                        code, best, improved = trial, scored, True
+                    if scored.score is not None and scored.score < best:
+                        code, best, improved = trial, scored.score, True
                         break
-    if best is candidate:
+                index += 1
+    if code == candidate.code:
         return candidate, evaluations
-    return Candidate(best.code, "fit", best.result, best.score), evaluations
+    final = score_program(code, cloud, "fit", timeout=timeout)
+    if final.score is None or final.score >= candidate.score:
+        return candidate, evaluations
+    return final, evaluations
 
 
 @dataclass

@@ -128,9 +128,10 @@ def test_model_path_loads_that_checkpoint(box_stl, tmp_path, capsys):
     folder = tmp_path / "my-cadrecode"
     tiny_cadrecode(seed=1, vocab_size=529, eos_token_id=0).save_pretrained(folder)
     PreTrainedTokenizerFast.from_pretrained(cadrecode.MINI_MODEL_DIR).save_pretrained(folder)
-    code, out, err = run_main([box_stl, "-o", tmp_path / "out", "--model", folder, "--max-new-tokens", "12"], capsys)
+    code, out, err = run_main([box_stl, "-o", tmp_path / "out", "--model", folder, "--max-new-tokens", "12",
+                               "--samples", "2"], capsys)
     assert f"cadlab: using {folder} (2-layer CADRecode" in err and "Loading weights" not in err
-    assert code == 3 and "no sample gave a valid solid" in err       # random weights write no valid program
+    assert code == 3 and "no program gave a valid solid" in err      # random weights write no valid program
     assert (tmp_path / "out" / "box.py").read_text().rstrip("\n") == out.rstrip("\n")
 
 
@@ -167,19 +168,49 @@ def test_sampling_is_seeded_and_leaves_the_callers_random_state_alone(random_mod
         rec.generate_codes(random_model, qwen_tokenizer, points, samples=0)
 
 
-def test_best_of_k_keeps_the_smallest_chamfer_distance(monkeypatch):
-    """Three candidate programs (one broken): reconstruct keeps the one nearest the input."""
-    box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
+def test_greedy_comes_first_in_the_pool(random_model, qwen_tokenizer):
+    points = torch.rand(256, 3, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    pool = rec.generate_codes(random_model, qwen_tokenizer, points, samples=4, seed=0, max_new_tokens=6)
+    assert len(pool) == 4 and pool[0] == rec.generate_codes(random_model, qwen_tokenizer, points, max_new_tokens=6)[0]
+
+
+def test_best_of_k_keeps_the_program_nearest_the_input_cloud(monkeypatch):
+    """Three candidate programs (one broken): reconstruct keeps the one nearest the input cloud."""
+    box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))          # the input, in point units
     candidates = ["import cadquery as cq\nr=cq.Workplane('XY').box(100,100,100)\n",
-                  "import cadquery as cq\nr=cq.Workplane('XY').box(200,100,50)\n",
+                  "import cadquery as cq\nr=cq.Workplane('XY').box(200,100,50)\n",   # the same box in code units
                   "import cadquery as cq\nr=cq.Workplane('XY').box(\n"]
     monkeypatch.setattr(rec, "generate_codes", lambda *args, **kwargs: candidates)
-    result = rec.reconstruct(box, model=None, tokenizer=None, samples=3)
+    result = rec.reconstruct(box, model=None, tokenizer=None, samples=3, fit=False)
     assert result.points.shape == (256, 3)
-    assert [r.kind for r in result.results] == ["ok", "ok", "syntax"] and result.chamfers[2] is None
-    assert result.best == 1 and result.code == candidates[1] and result.ok
-    assert result.chamfer == min(result.chamfers[:2]) == pytest.approx(chamfer_distance(box, result.mesh))
-    assert result.chamfers[0] > 10 * result.chamfers[1]
+    assert [c.result.kind for c in result.candidates] == ["ok", "ok", "syntax"]
+    assert [c.source for c in result.candidates] == ["greedy", "sample 1", "sample 2"]
+    assert result.candidates[2].score is None and result.fitted is None
+    assert result.best == 1 and result.code == candidates[1] and result.ok and result.greedy.code == candidates[0]
+    assert result.candidates[0].score > 10 * result.candidates[1].score
+    # the score is the cloud's Chamfer distance to the solid in point units (code / 100), not re-normalized:
+    # a solid of the right shape but twice the size scores badly
+    big = rec.score_program("import cadquery as cq\nr=cq.Workplane('XY').box(400,200,100)\n", result.points)
+    assert big.score > 10 * result.candidates[1].score
+
+
+def test_the_fit_moves_wrong_numbers_towards_the_input():
+    from cadlab.pointcloud import mesh_to_point_cloud
+    from cadlab.synth import validate
+
+    truth, _ = validate("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
+                        "r=w0.sketch().rect(200,120).push([(0,0)]).circle(30,mode='s').finalize().extrude(40)\n")
+    cloud = mesh_to_point_cloud(truth, seed=0)
+    wrong = ("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
+             "r=w0.sketch().rect(188,128).push([(0,0)]).circle(30,mode='s').finalize().extrude(32)\n")
+    start = rec.score_program(wrong, cloud, "greedy")
+    fitted, evaluations = rec.fit_numbers(start, cloud, seconds=60, steps=(4, 2))
+    assert fitted.source == "fit" and fitted.score < start.score and evaluations > 6
+    numbers = [int(n) for n in rec._NUMBER.findall(fitted.code.split("\n", 1)[1])]
+    width, height, depth = numbers[3], numbers[4], numbers[-1]
+    assert abs(width - 200) < abs(188 - 200) and abs(height - 120) < abs(128 - 120) and abs(depth - 40) < 8
+    invalid = rec.Candidate("import cadquery as cq\nr=1\n", "greedy", None, None)
+    assert rec.fit_numbers(invalid, cloud) == (invalid, 0)                 # nothing to fit
 
 
 def test_to_frame_of_lays_the_prediction_over_the_reference():
@@ -195,8 +226,8 @@ def test_no_valid_program_writes_the_code_and_preview_and_exits_3(box_stl, tmp_p
                                                                    random_model, qwen_tokenizer):
     monkeypatch.setattr(cadrecode, "load_cadrecode", lambda name_or_path=None: (random_model, qwen_tokenizer),
                         raising=False)
-    code, out, err = run_main([box_stl, "-o", tmp_path / "out", "--max-new-tokens", "8"], capsys)
-    assert code == 3 and "no sample gave a valid solid" in err
+    code, out, err = run_main([box_stl, "-o", tmp_path / "out", "--max-new-tokens", "8", "--samples", "2"], capsys)
+    assert code == 3 and "no program gave a valid solid" in err
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["box.py", "box_preview.png"]
     assert (tmp_path / "out" / "box.py").read_text().rstrip("\n") == out.rstrip("\n")
@@ -226,8 +257,8 @@ def test_a_real_run_writes_the_program_the_solid_and_the_preview(tmp_path, capsy
     assert predicted.is_watertight
     np.testing.assert_allclose(predicted.bounds.mean(0), truth.bounds.mean(0), atol=1e-6)   # laid over the input
     assert np.isclose(predicted.extents.max(), truth.extents.max())
-    assert "Chamfer distance x1000 to the input" in err
-    reported = float(err.split("to the input: ")[1].split(";")[0])
+    assert "Chamfer distance x1000 to the input mesh (papers' frame)" in err and "fit:" in err
+    reported = float(err.split("(papers' frame): ")[1].split(";")[0])
     # the written solid is the scored one: its CD to the input (both in their own unit frames) is the reported one
     assert reported == pytest.approx(chamfer_distance(truth, predicted) * 1000, rel=0.02, abs=2e-3)
 
@@ -279,6 +310,26 @@ def test_exercise_checks():
         checks.check_to_grid(lambda p: np.asarray(p) * 100)
     with pytest.raises(AssertionError):
         checks.check_to_grid(lambda p: (np.asarray(p) * 100).astype(int))   # truncation, not rounding
+
+
+def test_greedy_only_with_one_sample_and_no_fit(tmp_path, capsys):
+    from cadlab.synth import validate
+
+    truth, _ = validate("import cadquery as cq\nr=cq.Workplane('XY').box(40,20,10)\n")
+    part = tmp_path / "block.stl"
+    truth.export(part)
+    code, out, err = run_main([part, "-o", tmp_path / "out", "--samples", "1", "--no-fit"], capsys)
+    assert code == 0, err
+    assert "greedy:" not in err and "fit:" not in err and "for 1 program(s), fit 0.00 s" in err
+
+
+def test_an_open_mesh_is_refused_with_what_to_export(tmp_path, capsys, no_model):
+    sheet = trimesh.Trimesh(vertices=[[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0.2]], faces=[[0, 1, 2], [1, 3, 2]])
+    for name, mesh in (("sheet.stl", sheet), ("triangle.stl", trimesh.Trimesh(sheet.vertices[:3], [[0, 1, 2]]))):
+        mesh.export(tmp_path / name)
+        code, out, err = run_main([tmp_path / name, "-o", tmp_path / "out"], capsys)
+        assert code == 1 and out == ""
+        assert "is not a closed solid" in err and "Export the part as a closed solid" in err
 
 
 def test_only_closed_solids_count_as_valid():
