@@ -92,6 +92,7 @@ class CADRecode(Qwen2ForCausalLM):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.point_encoder = FourierPointEncoder(config.hidden_size)
         self.post_init()
+        self.loss_type = "ForCausalLM"    # next-token cross-entropy; the class name is not in transformers' table
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -329,6 +330,10 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
             source, where = folder, str(folder)
         else:
             source, where = text, f"{text} (Hugging Face cache)"
+    from transformers.utils import logging as hf_logging
+
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()          # no "Loading weights" bar in notebooks, logs or the CLI's stderr
     try:
         model = CADRecode.from_pretrained(source, dtype=dtype)
     except Exception as error:  # noqa: BLE001 - re-raised with what to do
@@ -336,6 +341,9 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
                            "A folder needs config.json and weights; a hub id must already be in your Hugging "
                            "Face cache (no network here). Call load_cadrecode() for the course's mini model.") \
             from error
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     try:
         # the files' own class, not the one AutoTokenizer picks from model_type (Qwen2Tokenizer would
         # make the mini tokenizer's <|endoftext|> its unknown token)

@@ -227,3 +227,9 @@ def test_exercise_checks_accept_reference_and_flag_stubs():
             lambda p: torch.cat((p, *[torch.sin(p * 2.0 ** j) for j in range(8)], *[torch.cos(p * 2.0 ** j) for j in range(8)]), -1))
     with pytest.raises(AssertionError):
         checks.check_chamfer(lambda p, q: torch.cdist(p, q).min(dim=1).values.mean() + torch.cdist(p, q).min(dim=0).values.mean())
+    with pytest.raises(AssertionError):   # one direction only
+        checks.check_chamfer(lambda p, q: (torch.cdist(p, q) ** 2).min(dim=1).values.mean())
+    with pytest.raises(AssertionError, match="bounding-box CENTRE"):   # the mean of the points, not the box centre
+        checks.check_normalize_points(lambda p: (p - p.mean(axis=0)) * (2.0 / np.ptp(p, axis=0).max()))
+    with pytest.raises(AssertionError, match="same 2 / longest side"):   # each axis scaled on its own
+        checks.check_normalize_points(lambda p: (p - (p.min(0) + p.max(0)) / 2) * (2.0 / np.ptp(p, axis=0)))

@@ -92,14 +92,16 @@ def check_cached_greedy(fn) -> bool:
 
 
 def check_to_grid(fn) -> bool:
-    """``fn(points)`` -> integer code units: round(100 * p), as ints, for points in the normalized frame."""
+    """``fn(points)`` -> integer code units: ``cadlab.synth.to_grid`` of every coordinate, as ints."""
+    from cadlab.synth import to_grid
+
     rng = np.random.default_rng(0)
     cases = [np.array([[0.4, -0.25, 1.0], [-1.0, 0.004, 0.006]]), rng.uniform(-1, 1, size=(50, 3))]
     if not attempted(fn, cases[0]):
         return False
     for i, points in enumerate(cases):
         got = np.asarray(fn(points.copy()))
-        expected = np.rint(points * 100).astype(int)
+        expected = np.vectorize(to_grid, otypes=[int])(points)
         assert got.shape == points.shape, f"case {i}: shape {got.shape}, expected {points.shape}"
         assert np.issubdtype(got.dtype, np.integer), f"case {i}: dtype {got.dtype}; the grid is integers"
         if not np.array_equal(got, expected):
