@@ -25,14 +25,16 @@ of decode. ``copy_bandwidth`` measures the machine's side of that bound.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
-from cadlab.anatomy import apply_rope, causal_attention, head_dim_of, repeat_kv
+from cadlab.anatomy import apply_rope, causal_attention, head_dim_of, repeat_kv, rms_norm
 from cadlab.sampling import next_token_logits
 
 # ---------------------------------------------------------------------------------------
@@ -85,8 +87,43 @@ def trace_cache(model, input_ids: torch.Tensor, new_tokens: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------
-# One layer's attention with an explicit K/V concatenation
+# One layer's attention with an explicit K/V cache: append_kv, then decode_attention
 # ---------------------------------------------------------------------------------------
+
+
+def append_kv(past, k: torch.Tensor, v: torch.Tensor):
+    """The cache update: ``(K, V) = (cat(K_past, k), cat(V_past, v))`` along the sequence axis (dim 2).
+
+    ``past``: None (nothing cached yet: the cache is just ``(k, v)``) or ``(K_past, V_past)``,
+    each [b, kv_heads, s_past, d]; ``k, v``: the new tokens' rows [b, kv_heads, s_new, d].
+    Returns ``(K, V)``, each [b, kv_heads, s_past + s_new, d], old rows first.
+    """
+    if past is None:
+        return k, v
+    k_past, v_past = past
+    if k_past.shape[:2] != k.shape[:2] or k_past.shape[-1] != k.shape[-1]:
+        raise ValueError(f"past K has shape {tuple(k_past.shape)}; expected [{k.shape[0]}, {k.shape[1]}, seq, "
+                         f"{k.shape[-1]}] for this layer and batch.")
+    return torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Attention of the s newest positions against the whole cache, with grouped-query attention.
+
+    ``q``: [b, n_q, s, d], the queries of the last s of the T cached positions; ``keys, values``:
+    [b, n_kv, T, d] with T >= s. KV head j serves query heads j*g .. (j+1)*g - 1, g = n_q / n_kv:
+
+        out = softmax(q K^T / sqrt(d) + M) V,   M[i, t] = -inf where t > T - s + i
+
+    (query i sits at position T - s + i and may not see later keys). At a decode step s = 1 and
+    M is all zeros: the newest token sees every cached key. Returns [b, n_q, s, d].
+    """
+    s, T = q.shape[2], keys.shape[2]
+    if T < s or q.shape[1] % keys.shape[1]:
+        raise ValueError(f"q {tuple(q.shape)} and keys {tuple(keys.shape)}: need T >= s and n_q a multiple of n_kv.")
+    group = q.shape[1] // keys.shape[1]
+    out, _ = causal_attention(q, repeat_kv(keys, group), repeat_kv(values, group), 1.0 / math.sqrt(q.shape[-1]))
+    return out
 
 
 def attention_with_kv(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, config, past=None):
@@ -97,8 +134,8 @@ def attention_with_kv(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
     or None at prefill. Computes q, k, v of the new tokens, rotates q and k by their
     positions, then
 
-        K = cat(K_past, k),  V = cat(V_past, v)          (along the sequence axis)
-        out = softmax(q K^T / sqrt(d) + M) V W_o        (M hides keys after each query)
+        K, V = append_kv(past, k, v)                  K = cat(K_past, k) along the sequence axis
+        out = decode_attention(q, K, V) W_o          softmax(q K^T / sqrt(d) + M) V, then W_o
 
     Returns ``(out [b, s_new, hidden], (K, V))``: the new cache is the old one plus s_new rows.
     """
@@ -110,14 +147,9 @@ def attention_with_kv(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tens
     k = attn.k_proj(x).view(b, s, n_kv, d).transpose(1, 2)
     v = attn.v_proj(x).view(b, s, n_kv, d).transpose(1, 2)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    if past is not None:
-        k_past, v_past = past
-        if k_past.shape[:2] != k.shape[:2] or k_past.shape[-1] != d:
-            raise ValueError(f"past K has shape {tuple(k_past.shape)}; expected [{b}, {n_kv}, seq, {d}] "
-                             "for this layer and batch.")
-        k, v = torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)
-    out, _ = causal_attention(q, repeat_kv(k, n_q // n_kv), repeat_kv(v, n_q // n_kv), 1.0 / math.sqrt(d))
-    return attn.o_proj(out.transpose(1, 2).reshape(b, s, n_q * d)), (k, v)
+    keys, values = append_kv(past, k, v)
+    out = decode_attention(q, keys, values)
+    return attn.o_proj(out.transpose(1, 2).reshape(b, s, n_q * d)), (keys, values)
 
 
 @torch.no_grad()
@@ -269,3 +301,237 @@ def decode_bandwidth(model, context_len: int, seconds_per_token: float) -> float
     """GB/s a decode step achieves: (weight bytes + cache bytes at ``context_len``) / its time."""
     cache = kv_cache_bytes(model.config, context_len, dtype=model.dtype)
     return (weight_bytes(model) + cache) / seconds_per_token / 1e9
+
+
+# ---------------------------------------------------------------------------------------
+# Where a decode step's time goes: matrix products against everything else
+# ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``torch.set_num_threads(n)``, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def linear_weight_bytes(model) -> int:
+    """Bytes of the weights (and biases) of every ``nn.Linear``, shared ones counted once: what the
+    matrix products of one decode step read (``lm_head`` included, tied to the embedding or not)."""
+    unique = {id(p): p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()}
+    return sum(p.numel() * p.element_size() for p in unique.values())
+
+
+@torch.no_grad()
+def decode_profile(model, input_ids: torch.Tensor, steps: int = 16, warmup: int = 4) -> dict:
+    """Time decode steps (batch 1, ``DynamicCache``) and split each into its ``nn.Linear`` calls and the rest.
+
+    After a prefill of ``input_ids`` and ``warmup`` untimed decode steps, ``steps`` decode steps
+    run twice: once plain (``step_s``: median wall time of a step) and once with forward hooks
+    that time every ``nn.Linear`` (q/k/v/o, gate/up/down, lm_head). Per hooked step,
+    ``linear_s`` = the sum of its Linear calls and ``other_s`` = step - linear_s: norms, RoPE,
+    attention, the cache update, reshapes, masks and the Python between them (hook overhead,
+    a few microseconds per call, lands here too). Medians over the steps:
+
+        linear_share  = linear_s / (linear_s + other_s)
+        linear_GB_s   = linear_weight_bytes / linear_s      (how fast the matrix products stream)
+        step_GB_s     = (weight bytes + cache bytes) / step_s   (the whole step, as ``decode_bandwidth``)
+    """
+    _check_prompt(input_ids, steps)
+    if input_ids.shape[0] != 1:
+        raise ValueError("decode_profile times batch 1: input_ids must have shape [1, seq].")
+    prompt = input_ids.shape[1]
+
+    def run(record):
+        """Prefill, then warmup + steps greedy decode steps; record(step, seconds) after each."""
+        cache = DynamicCache(config=model.config)
+        ids = next_token_logits(model, input_ids, None, torch.arange(prompt)[None], cache).argmax(-1)[:, None]
+        calls.clear()  # the prefill's Linear calls are not a decode step's
+        for i in range(warmup + steps):
+            t0 = time.perf_counter()
+            ids = next_token_logits(model, ids, None, torch.tensor([[prompt + i]]), cache).argmax(-1)[:, None]
+            record(i, time.perf_counter() - t0)
+
+    plain, hooked, linear, calls = [], [], [], []
+    run(lambda i, seconds: plain.append(seconds) if i >= warmup else None)
+
+    def start(_module, _args):
+        calls.append(-time.perf_counter())   # Linear calls never nest: close it in stop
+
+    def stop(_module, _args, _output):
+        calls[-1] += time.perf_counter()
+
+    def record(i, seconds):
+        if i >= warmup:
+            hooked.append(seconds)
+            linear.append(sum(calls))
+        calls.clear()
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    handles = [h for m in linears for h in (m.register_forward_pre_hook(start), m.register_forward_hook(stop))]
+    try:
+        run(record)
+    finally:
+        for handle in handles:
+            handle.remove()
+    other = [h - lin for h, lin in zip(hooked, linear)]
+    step_s, linear_s, other_s = statistics.median(plain), statistics.median(linear), statistics.median(other)
+    context = prompt + warmup + steps // 2
+    return {"threads": torch.get_num_threads(), "dtype": str(model.dtype).removeprefix("torch."),
+            "steps": steps, "linear_calls": len(linears), "step_s": step_s, "hooked_step_s": statistics.median(hooked),
+            "linear_s": linear_s, "other_s": other_s, "linear_share": linear_s / (linear_s + other_s),
+            "linear_GB_s": linear_weight_bytes(model) / linear_s / 1e9,
+            "step_GB_s": decode_bandwidth(model, context, step_s)}
+
+
+# ---------------------------------------------------------------------------------------
+# An optimisation: a pre-allocated cache and fewer, larger ops per decode step
+# ---------------------------------------------------------------------------------------
+
+
+class StaticKVCache:
+    """K and V of every layer in two tensors allocated once, [layers, batch, kv_heads, max_len, head_dim].
+
+    ``write(layer, k, v)`` copies the new rows into place at positions ``length .. length + s - 1``
+    and returns views of the filled part, [batch, kv_heads, length + s, head_dim]: no new tensor
+    and no copy of the old rows per step (``torch.cat`` makes both). ``advance(s)`` moves
+    ``length`` on once every layer has written (the layers of one step share positions).
+    """
+
+    def __init__(self, config, batch: int, max_len: int, dtype=torch.float32):
+        shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len, head_dim_of(config))
+        self.keys, self.values = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        self.length = 0
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        end = self.length + k.shape[2]
+        if end > self.keys.shape[3]:
+            raise ValueError(f"the cache holds {self.keys.shape[3]} positions; writing {k.shape[2]} more after "
+                             f"{self.length} would overflow it: allocate a larger max_len.")
+        self.keys[layer, :, :, self.length:end] = k
+        self.values[layer, :, :, self.length:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, s: int) -> None:
+        self.length += s
+
+
+class ConcatKVCache:
+    """The same interface over ``append_kv``: every write builds new K, V tensors with ``torch.cat``."""
+
+    def __init__(self, config):
+        self.layers = [None] * config.num_hidden_layers
+        self.length = 0
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        self.layers[layer] = append_kv(self.layers[layer], k, v)
+        return self.layers[layer]
+
+    def advance(self, s: int) -> None:
+        self.length += s
+
+
+class LeanDecoder:
+    """The model's forward pass for generation, written with as few ops per layer as we can:
+
+        h = embed[ids]
+        per layer:  x = rms_norm(h);  q, k, v = split(x W_qkv + b_qkv)      one matmul for q, k and v
+                    q, k = rope(q), rope(k)        cos/sin looked up in a table made once
+                    K, V = cache.write(layer, k, v)
+                    h = h + sdpa(q, K, V) W_o      one fused attention kernel (= decode_attention)
+                    x = rms_norm(h);  g, u = split(x W_gate_up)            one matmul for gate and up
+                    h = h + (silu(g) * u) W_down
+        logits = rms_norm(h[:, -1]) W_lm_head^T
+
+    ``fuse=False`` keeps separate q, k, v and gate, up matrices (the same math, more matmuls).
+    The fused matrices are concatenated copies, made once in ``__init__``. No padding: every
+    row of the batch is a full prompt. The numbers equal the library's (``lean_parity``).
+    """
+
+    def __init__(self, model, fuse: bool = True):
+        config = self.config = model.config
+        self.model, self.fuse = model, fuse
+        self.d, self.n_q, self.n_kv = head_dim_of(config), config.num_attention_heads, config.num_key_value_heads
+        self.layers = []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            q, k, v = attn.q_proj, attn.k_proj, attn.v_proj
+            if fuse:
+                qkv = [(torch.cat([q.weight, k.weight, v.weight]),
+                        None if q.bias is None else torch.cat([q.bias, k.bias, v.bias]))]
+                gate_up = [torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])]
+            else:
+                qkv = [(m.weight, m.bias) for m in (q, k, v)]
+                gate_up = [mlp.gate_proj.weight, mlp.up_proj.weight]
+            self.layers.append((layer.input_layernorm.weight, qkv, attn.o_proj.weight,
+                                layer.post_attention_layernorm.weight, gate_up, mlp.down_proj.weight))
+        positions = torch.arange(config.max_position_embeddings)[None]
+        self.cos, self.sin = model.model.rotary_emb(torch.zeros(1, dtype=model.dtype), positions)
+
+    def new_cache(self, batch: int, max_len: int, static: bool = True):
+        """An empty ``StaticKVCache`` for ``max_len`` positions, or a ``ConcatKVCache``."""
+        return StaticKVCache(self.config, batch, max_len, self.model.dtype) if static else ConcatKVCache(self.config)
+
+    @torch.no_grad()
+    def logits(self, ids: torch.Tensor, cache) -> torch.Tensor:
+        """Feed ``ids`` [b, s] (positions ``cache.length`` onwards); float32 logits of the last one, [b, vocab]."""
+        b, s = ids.shape
+        d, n_q, n_kv, eps = self.d, self.n_q, self.n_kv, self.config.rms_norm_eps
+        cos, sin = self.cos[:, cache.length:cache.length + s], self.sin[:, cache.length:cache.length + s]
+        h = self.model.model.embed_tokens.weight[ids]
+        for i, (w_in, qkv, w_o, w_post, gate_up, w_down) in enumerate(self.layers):
+            x = rms_norm(h, w_in, eps)
+            if self.fuse:
+                q, k, v = F.linear(x, *qkv[0]).split([n_q * d, n_kv * d, n_kv * d], dim=-1)
+            else:
+                q, k, v = (F.linear(x, w, bias) for w, bias in qkv)
+            q = apply_rope(q.view(b, s, n_q, d).transpose(1, 2), cos, sin)
+            k = apply_rope(k.view(b, s, n_kv, d).transpose(1, 2), cos, sin)
+            keys, values = cache.write(i, k, v.view(b, s, n_kv, d).transpose(1, 2))
+            out = F.scaled_dot_product_attention(q, keys, values, is_causal=s > 1, enable_gqa=True)
+            h = h + F.linear(out.transpose(1, 2).reshape(b, s, n_q * d), w_o)
+            x = rms_norm(h, w_post, eps)
+            if self.fuse:
+                g, u = F.linear(x, gate_up[0]).chunk(2, dim=-1)
+            else:
+                g, u = (F.linear(x, w) for w in gate_up)
+            h = h + F.linear(F.silu(g) * u, w_down)
+        cache.advance(s)
+        return F.linear(rms_norm(h[:, -1], self.model.model.norm.weight, eps), self.model.lm_head.weight).float()
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, new_tokens: int, static: bool = True):
+        """Greedy generation: ``(tokens [b, P + new_tokens], logits [new_tokens, b, vocab], decode seconds)``.
+
+        ``seconds`` holds one wall time per decode step (the prefill is not timed).
+        """
+        _check_prompt(input_ids, new_tokens)
+        cache = self.new_cache(input_ids.shape[0], input_ids.shape[1] + new_tokens, static)
+        logits = [self.logits(input_ids, cache)]
+        tokens, seconds = [logits[0].argmax(-1)], []
+        for _ in range(new_tokens - 1):
+            t0 = time.perf_counter()
+            logits.append(self.logits(tokens[-1][:, None], cache))
+            seconds.append(time.perf_counter() - t0)
+            tokens.append(logits[-1].argmax(-1))
+        return torch.cat([input_ids, torch.stack(tokens, 1)], 1), torch.stack(logits), seconds
+
+
+@torch.no_grad()
+def library_decode(model, input_ids: torch.Tensor, new_tokens: int):
+    """``LeanDecoder.generate``'s counterpart with the library's model and a ``DynamicCache``:
+    ``(tokens, logits [new_tokens, b, vocab], decode seconds)``, same greedy loop, same timing."""
+    _check_prompt(input_ids, new_tokens)
+    cache, (b, prompt) = DynamicCache(config=model.config), input_ids.shape
+    logits = [next_token_logits(model, input_ids, None, torch.arange(prompt).expand(b, -1), cache)]
+    tokens, seconds = [logits[0].argmax(-1)], []
+    for i in range(new_tokens - 1):
+        t0 = time.perf_counter()
+        logits.append(next_token_logits(model, tokens[-1][:, None], None, torch.full((b, 1), prompt + i), cache))
+        seconds.append(time.perf_counter() - t0)
+        tokens.append(logits[-1].argmax(-1))
+    return torch.cat([input_ids, torch.stack(tokens, 1)], 1), torch.stack(logits), seconds

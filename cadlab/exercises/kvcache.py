@@ -1,14 +1,87 @@
-"""Self-checks for the exercises of 03_kv_cache.ipynb (cache memory, appending K/V, one decode step)."""
+"""Self-checks for the exercises of 03_kv_cache.ipynb: growing the cache, attending from the newest
+tokens to it, and the cache's size in bytes.
+
+Each check compares the learner's function with the library unit the notebook teaches
+(``cadlab.kvcache.append_kv``, ``decode_attention``, ``kv_cache_bytes``) on inputs chosen so
+that the usual slips fail: the wrong axis, the new rows first, a missing scale, tiled
+instead of repeated KV heads, a causal mask that ignores the cached positions, query heads
+counted instead of KV heads, K without V.
+"""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from transformers import LlamaConfig, Qwen2Config
 
 from cadlab.exercises import attempted
-from cadlab.kvcache import kv_cache_bytes
+from cadlab.kvcache import append_kv, decode_attention, kv_cache_bytes
+
+
+def _call(fn, args, what: str):
+    """``fn(*args)``, turning a shape error into an AssertionError that says which case it was."""
+    try:
+        return fn(*args)
+    except RuntimeError as error:
+        raise AssertionError(f"{what}: your function raised {type(error).__name__}: {error}") from error
+
+
+def check_append_kv(fn) -> bool:
+    """``fn(past, k, v)`` must return the new cache ``(K, V)``: ``past`` (or None) plus the new rows."""
+    generator = torch.Generator().manual_seed(0)
+
+    def rows(n):  # K and V rows of n tokens: [batch 2, kv_heads 3, n, head_dim 8]
+        return torch.randn(2, 3, n, 8, generator=generator), torch.randn(2, 3, n, 8, generator=generator)
+
+    k1, v1 = rows(1)
+    if not attempted(fn, None, k1, v1):
+        return False
+    first = fn(None, k1, v1)
+    assert isinstance(first, tuple) and len(first) == 2, "return a pair (K, V)."
+    assert torch.equal(first[0], k1) and torch.equal(first[1], v1), "with past=None the cache is just (k, v)."
+    past, reference = first, append_kv(None, k1, v1)
+    for step, n in enumerate([1, 1, 4, 1]):  # decode steps and one chunk of 4 tokens
+        k, v = rows(n)
+        got = _call(fn, (past, k, v), f"appending {n} row(s) to a cache of {past[0].shape[2]}")
+        reference = append_kv(reference, k, v)
+        assert tuple(got[0].shape) == tuple(reference[0].shape) and tuple(got[1].shape) == tuple(reference[1].shape), (
+            f"after appending {n} row(s) to {tuple(past[0].shape)} K has shape {tuple(got[0].shape)}, expected "
+            f"{tuple(reference[0].shape)}: the cache is [batch, kv_heads, seq, head_dim], so the new rows go "
+            "along the sequence axis, dim=2.")
+        assert torch.equal(got[0], reference[0]) and torch.equal(got[1], reference[1]), (
+            f"step {step + 1}: right shape, wrong content. The old rows come first, then the new ones; "
+            "K grows with k and V with v.")
+        past = got
+    print("check_append_kv: the cache grows along the sequence axis, old rows first, K and V each ✓")
+    return True
+
+
+def check_decode_attention(fn) -> bool:
+    """``fn(q, keys, values)``: the s newest queries [b, n_q, s, d] against a GQA cache [b, n_kv, T, d]."""
+    generator = torch.Generator().manual_seed(1)
+    n_q, T, d = 6, 9, 16
+
+    def case(n_kv, s):
+        return (torch.randn(2, n_q, s, d, generator=generator), torch.randn(2, n_kv, T, d, generator=generator),
+                torch.randn(2, n_kv, T, d, generator=generator))
+
+    if not attempted(fn, *case(n_q, 1)):
+        return False
+    for n_kv, s in [(6, 1), (2, 1), (3, 1), (2, 4), (6, 3)]:
+        q, keys, values = case(n_kv, s)
+        what = f"{n_kv} KV heads for {n_q} query heads, {s} new token(s), {T} cached positions"
+        got, expected = _call(fn, (q, keys, values), what), decode_attention(q, keys, values)
+        assert tuple(got.shape) == tuple(expected.shape), f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        diff = (got - expected).abs().max().item()
+        hint = ("repeat each KV head for its query heads (head j serves query heads j*g .. j*g+g-1: "
+                "repeat_interleave, not repeat), scores = q K^T / sqrt(d), softmax over the cached positions, "
+                "then weights @ V.")
+        if s > 1:
+            hint += (f" With {s} new tokens, query i sits at position T-s+i and must not see later keys: "
+                     f"the mask hides key t > T-s+i, i.e. triu(T-s+1), not triu(1).")
+        assert diff < 1e-5, f"{what}: max |difference| {diff:.2e}. " + hint
+    print("check_decode_attention: equal to cadlab.kvcache.decode_attention with 6, 3 and 2 KV heads, "
+          "1 and several new tokens ✓")
+    return True
 
 
 def check_kv_cache_bytes(fn) -> bool:
@@ -33,42 +106,4 @@ def check_kv_cache_bytes(fn) -> bool:
                 f"{expected:,}. Count layers x 2 (K and V) x KV heads (not query heads) x head_dim x bytes per "
                 "element x seq_len x batch; head_dim is config.head_dim when set.")
     print("check_kv_cache_bytes: exact for Qwen2.5-0.5B, a SmolLM2-like Llama and an explicit head_dim ✓")
-    return True
-
-
-def check_append_kv(fn) -> bool:
-    """``fn(past, k, v)`` must return the new cache ``(K, V)``: ``past`` (or None) plus the new rows."""
-    generator = torch.Generator().manual_seed(0)
-    k1, v1 = torch.randn(2, 3, 5, 8, generator=generator), torch.randn(2, 3, 5, 8, generator=generator)
-    if not attempted(fn, None, k1, v1):
-        return False
-    first = fn(None, k1, v1)
-    assert torch.equal(first[0], k1) and torch.equal(first[1], v1), "with past=None the cache is just (k, v)."
-    k2, v2 = torch.randn(2, 3, 1, 8, generator=generator), torch.randn(2, 3, 1, 8, generator=generator)
-    keys, values = fn(first, k2, v2)
-    assert keys.shape == (2, 3, 6, 8), (f"after appending one token K has shape {tuple(keys.shape)}, expected "
-                                        "(2, 3, 6, 8): concatenate along the sequence axis, dim=2 (or -2).")
-    assert torch.equal(keys, torch.cat([k1, k2], dim=2)) and torch.equal(values, torch.cat([v1, v2], dim=2)), \
-        "right shape, wrong content: the old rows come first, then the new ones, K with k and V with v."
-    print("check_append_kv: the cache grows by one row per token along the sequence axis ✓")
-    return True
-
-
-def check_decode_attention(fn) -> bool:
-    """``fn(q, keys, values)``: one query per row [b, n_q, 1, d] against a GQA cache [b, n_kv, T, d]."""
-    generator = torch.Generator().manual_seed(1)
-    q = torch.randn(2, 6, 1, 16, generator=generator)
-    keys, values = torch.randn(2, 2, 9, 16, generator=generator), torch.randn(2, 2, 9, 16, generator=generator)
-    if not attempted(fn, q, keys, values):
-        return False
-    for n_kv in (2, 3, 6):
-        k, v = torch.randn(2, n_kv, 9, 16, generator=generator), torch.randn(2, n_kv, 9, 16, generator=generator)
-        expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(16), enable_gqa=True)
-        got = fn(q, k, v)
-        assert got.shape == expected.shape, f"{n_kv} KV heads: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-        diff = (got - expected).abs().max().item()
-        assert diff < 1e-5, (f"{n_kv} KV heads: max |difference| {diff:.2e}. Repeat each KV head for its "
-                             f"{6 // n_kv} query heads, scores = q K^T / sqrt(d), softmax over the T cached "
-                             "positions (no mask: the newest token sees them all), then weights @ V.")
-    print("check_decode_attention: equal to scaled_dot_product_attention with 2, 3 and 6 KV heads ✓")
     return True
