@@ -289,6 +289,22 @@ def reconstruct_folder(model, tokenizer, stl_dir, out_dir, batch_size: int = 8, 
     return written
 
 
+def tiny_cadrecode(seed: int = 0, std: float = 0.3, **overrides) -> CADRecode:
+    """A tiny random ``CADRecode`` for fast tests: 2 layers, hidden 64, 4 query / 2 KV heads, vocabulary 320
+    (``overrides`` change any ``Qwen2Config`` field), weights drawn by ``cadlab.models.randomize_``, fp32, eval mode."""
+    from transformers import Qwen2Config
+
+    from cadlab.models import randomize_
+
+    hidden = overrides.pop("hidden_size", 64)
+    settings = dict(vocab_size=320, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True,
+                    bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    settings.update(overrides)
+    return randomize_(CADRecode(Qwen2Config(**settings)), seed=seed, std=std)
+
+
 # --------------------------------------------------------------------------------------------
 # Which model: the course's mini model, or the real checkpoint
 # --------------------------------------------------------------------------------------------

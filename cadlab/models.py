@@ -293,13 +293,17 @@ def tiny_qwen2(seed: int = 0, **overrides) -> Qwen2ForCausalLM:
                     rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
                     tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=2)
     settings.update(overrides)
-    config = Qwen2Config(**settings)
+    return randomize_(Qwen2ForCausalLM(Qwen2Config(**settings)), seed=seed, std=0.02)
+
+
+def randomize_(model, seed: int = 0, std: float = 0.02):
+    """Draw every weight and bias of ``model`` in place, reproducibly: norm weights from 1 + N(0, 0.1^2),
+    everything else from N(0, std^2), in ``named_parameters`` order from one generator seeded by ``seed``.
+    Returns the model in eval mode. The tiny test models of the course (``tiny_qwen2``,
+    ``cadlab.cadrecode.tiny_cadrecode``) are made this way."""
     generator = torch.Generator().manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
-                parameter.copy_(1.0 + 0.1 * torch.randn(parameter.shape, generator=generator))
-            else:
-                parameter.copy_(0.02 * torch.randn(parameter.shape, generator=generator))
+            noise = torch.randn(parameter.shape, generator=generator)
+            parameter.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else std * noise)
     return model.eval()

@@ -13,7 +13,7 @@ import trimesh
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
-from cadlab.cadrecode import (CADRecode, STLDataset, backbone_mask_and_positions, extract_code,
+from cadlab.cadrecode import (CADRecode, STLDataset, backbone_mask_and_positions, extract_code, tiny_cadrecode,
                               prepare_inputs, reconstruct_folder)
 from cadlab.pointcloud import FourierPointEncoder, load_mesh, mesh_to_point_cloud
 
@@ -31,25 +31,9 @@ class TinyTokenizer:
         return self.ids.get(token)
 
 
-def tiny_config(vocab_size=320, hidden_size=64, **overrides):
-    settings = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    max_position_embeddings=1024, rms_norm_eps=1e-6,
-                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                    tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    settings.update(overrides)
-    return Qwen2Config(**settings)
-
-
-def tiny_cadrecode(seed=0, std=0.3, **overrides) -> CADRecode:
-    """A CADRecode with every weight drawn from N(0, std^2) (norm weights around 1), fp32, eval mode."""
-    model = CADRecode(tiny_config(**overrides))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            noise = torch.randn(parameter.shape, generator=generator)
-            parameter.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else std * noise)
-    return model.eval()
+def tiny_config(**overrides):
+    """The config ``tiny_cadrecode(**overrides)`` builds its model from."""
+    return tiny_cadrecode(**overrides).config
 
 
 def clouds(batch, n=N, seed=0):

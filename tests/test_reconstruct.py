@@ -21,9 +21,9 @@ import cadlab.cadrecode as cadrecode
 from cadlab import reconstruct as rec
 from cadlab.metrics import chamfer_distance
 
+from cadlab.cadrecode import tiny_cadrecode
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cadrecode import tiny_cadrecode  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +343,18 @@ def test_only_closed_solids_count_as_valid():
     assert rec.why_invalid(ExecResult(True, open_box, "ok", "6 faces", 0.1)).startswith("the solid is not closed")
     failed = ExecResult(False, None, "cadquery", "ValueError: no pending wires", 0.1)
     assert rec.closed_solid(failed) is None and rec.why_invalid(failed) == "cadquery: ValueError: no pending wires"
+
+
+def test_number_kinds_and_errors():
+    truth = ("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
+             "r=w0.sketch().rect(200,120).push([(-60,0),(60,0)]).circle(15,mode='s').finalize().extrude(40)\n"
+             "r=r.union(w0.workplane(offset=40).sketch().segment((-10,-5),(10,-5)).arc((12,0),(10,5)).close()"
+             ".assemble().finalize().extrude(8))\n")
+    kinds = [k for k, _ in rec.number_kinds(truth)]
+    assert kinds == ["position"] * 3 + ["size"] * 2 + ["position"] * 4 + ["size"] * 3 + ["vertex"] * 8 + ["size"]
+    predicted = truth.replace("rect(200,120)", "rect(198,124)").replace("(-60,0)", "(-58,1)")
+    errors = rec.number_errors(predicted, truth)
+    assert sorted(errors["size"], reverse=True)[:2] == [4, 2] and sum(errors["size"]) == 6
+    assert sorted(errors["position"], reverse=True)[:2] == [2, 1] and sum(errors["vertex"]) == 0
+    assert rec.number_errors(truth.replace(".rect(", ".circle("), truth) is None     # another structure
+    assert rec.skeleton(predicted) == rec.skeleton(truth)
