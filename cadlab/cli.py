@@ -2,9 +2,15 @@
 
     cadlab reconstruct PART.stl [-o DIR] [--samples K] [--model PATH]   (notebook 07)
     cadlab iterative-generate --prompt "..." [--method jacobi] ...       (notebook 05)
+    cadlab bench decode [--new-tokens N] [--runs R]                      (notebook 03)
+    cadlab babygpt [--max-new-tokens N] [--temperature T]                (notebook 04)
+    cadlab train-babygpt [--steps N] ...                                 (notebook 04)
+    cadlab train-cadrecode [--minutes M] ... | --eval                    (notebook 07)
 
-Each subcommand is the ``main(argv)`` of its module, so ``python -m cadlab.reconstruct`` and
-``python -m cadlab.parallel`` do the same thing.
+Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
+``python -m cadlab.bench decode`` do the same thing. Flags are dashed (``--max-new-tokens``);
+where a published script used underscores (the iterative-generation seed's ``--max_new_tokens``,
+``--model_path``, ...), those spellings are accepted too. A ``main`` that returns None exits 0.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ import sys
 COMMANDS = {
     "reconstruct": ("cadlab.reconstruct", "point cloud of an STL -> CadQuery code -> solid (CAD-Recode)"),
     "iterative-generate": ("cadlab.parallel", "block-wise parallel decoding of prompts (seed, Jacobi or greedy)"),
+    "bench": ("cadlab.bench", "decode throughput: our cached loop vs model.generate vs no cache (JSON)"),
+    "babygpt": ("cadlab.babygpt.__main__", "babyGPT's interactive prompt: type a prompt, read its continuation"),
+    "train-babygpt": ("cadlab.babygpt.train", "train babyGPT on the bundled Shakespeare corpus"),
+    "train-cadrecode": ("cadlab.train_cadrecode", "train (or --eval) the mini CAD-Recode on synthetic parts"),
 }
 
 
@@ -35,7 +45,8 @@ def main(argv=None) -> int:
         print(f"cadlab: unknown command {command!r}.\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    return module.main(rest)
+    status = module.main(rest)
+    return 0 if status is None else status
 
 
 if __name__ == "__main__":

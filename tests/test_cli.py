@@ -2,13 +2,39 @@
 
 import types
 
+import pytest
+
 from cadlab import cli
+
+TOOLS = ["reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode"]
 
 
 def test_help_lists_every_command(capsys):
+    assert list(cli.COMMANDS) == TOOLS
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in cli.COMMANDS)
+    assert all(f"  {name} " in out for name in TOOLS)
+
+
+@pytest.mark.parametrize("command", TOOLS)
+def test_every_command_answers_help_with_dashed_flags(command, capsys):
+    try:
+        status = cli.main([command, "--help"])
+    except SystemExit as exit_:   # argparse's --help exits; some mains catch it and return the status
+        status = exit_.code
+    assert status == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--help" in out
+    flags = [word for word in out.replace(",", " ").replace("[", " ").replace("]", " ").split() if word.startswith("--")]
+    dashed = [flag for flag in flags if "_" not in flag]
+    assert dashed, out
+    for flag in flags:   # an underscore spelling is only ever an alias of a dashed one
+        assert "_" not in flag or flag.replace("_", "-").split("=")[0] in out, flag
+
+
+def test_a_main_that_returns_none_exits_zero(monkeypatch):
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: types.SimpleNamespace(main=lambda argv: None))
+    assert cli.main(["train-cadrecode", "--minutes", "1"]) == 0
 
 
 def test_no_command_prints_usage_and_fails(capsys):
