@@ -170,3 +170,30 @@ def test_load_cadrecode_real_layout_gets_qwen2_tokenizer(tmp_path, capsys):
     assert isinstance(model, CADRecode) and not model.training
     ids = [tokenizer.convert_tokens_to_ids(t) for t in (END_TOKEN, START_TOKEN, POINT_TOKEN)]
     assert ids == [151643, 151644, 151645]
+
+
+def test_evaluate_set_scores_every_stage_against_the_truth():
+    from cadlab.train_cadrecode import evaluate_set, summarize_stage
+
+    model, tokenizer = load_cadrecode()
+    truths = [normalized_program(TEST_START + i)[1] for i in (1, 3)]
+    result = evaluate_set(model, tokenizer, truths, samples=2, fit=True, fit_seconds=0.3, progress=False)
+    assert set(result) >= {"greedy", "best_of_k", "fit", "rows", "seconds_per_shape"}
+    assert result["greedy"]["shapes"] == 2 and len(result["rows"]) == 2
+    for row in result["rows"]:
+        for stage in ("greedy", "best_of_k", "fit"):
+            assert row[stage] is None or 0.0 <= row[stage]["iou"] <= 1.0
+    summary = summarize_stage([{"iou": 0.5, "cd_x1000": 2.0}, None, {"iou": 1.0, "cd_x1000": 4.0}])
+    assert summary["mean_iou"] == 0.75 and summary["mean_iou_invalid_as_0"] == 0.5
+    assert summary["median_cd_x1000"] == 3.0 and summary["invalid_ratio"] == pytest.approx(1 / 3)
+
+
+def test_workshop_parts_are_hand_written_closed_solids():
+    from cadlab.reconstruct import closed_solid
+    from cadlab.train_cadrecode import workshop_parts
+
+    parts = workshop_parts()
+    assert len(parts) >= 12
+    for name, code in parts.items():
+        assert code.startswith("# ") and "import cadquery as cq" in code, name       # a comment saying what it is
+        assert closed_solid(run_cadquery(code)) is not None, name
