@@ -178,6 +178,45 @@ def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECOND
     return final, evaluations
 
 
+def number_kinds(code: str) -> list[tuple[str, float]]:
+    """Each numeric literal of a program (after the import line) with its kind: ``position`` (a workplane
+    origin or a ``push``ed point), ``vertex`` (a ``segment``/``arc`` point of a profile) or ``size``
+    (everything else: rect/circle/box/cylinder sizes, extrusion depths, offsets)."""
+    head = code.index("\n") + 1 if "\n" in code else 0
+    out = []
+    for match in _NUMBER.finditer(code, head):
+        before = code[:match.start()]
+        call = before[before.rfind(".") + 1:] if "." in before else before
+        if "origin=(" in before[before.rfind("Workplane("):] and ")" not in before[before.rfind("origin=("):]:
+            kind = "position"
+        elif call.startswith("push("):
+            kind = "position"
+        elif call.startswith(("segment(", "arc(")):
+            kind = "vertex"
+        else:
+            kind = "size"
+        out.append((kind, float(match.group())))
+    return out
+
+
+def skeleton(code: str) -> str:
+    """A program with every number replaced by ``#``: two programs with the same skeleton differ only in numbers."""
+    head = code.index("\n") + 1 if "\n" in code else 0
+    return code[:head] + _NUMBER.sub("#", code[head:])
+
+
+def number_errors(predicted: str, truth: str) -> dict | None:
+    """How many grid units each number of ``predicted`` is off from ``truth``'s, by kind (``number_kinds``):
+    kind -> list of |predicted - true|. None when the two programs differ in more than their numbers
+    (another structure: the numbers do not correspond)."""
+    if skeleton(predicted) != skeleton(truth):
+        return None
+    errors: dict = {}
+    for (kind, p), (_, t) in zip(number_kinds(predicted), number_kinds(truth)):
+        errors.setdefault(kind, []).append(abs(p - t))
+    return errors
+
+
 @dataclass
 class Reconstruction:
     """What ``reconstruct`` produced for one input.
