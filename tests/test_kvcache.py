@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from cadlab import kvcache
 from cadlab.bench import decode_benchmark, main
 from cadlab.kvcache import (attention_with_kv, cache_nbytes, cache_shapes, explicit_attention_parity,
                             kv_cache_bytes, mha_cache_bytes, step_cost, step_times, trace_cache, weight_bytes)
@@ -14,11 +15,6 @@ from cadlab.models import qwen25_config, tiny_qwen2
 from cadlab.sampling import generate, next_token_logits
 
 PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "def fibonacci(n):"]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_qwen2()
 
 
 def _random_ids(shape, seed=0, low=3, high=256):
@@ -156,11 +152,28 @@ def test_step_times_gives_the_same_tokens_with_and_without_cache(tiny):
     assert torch.equal(with_cache, generate(tiny, ids, max_new_tokens=6, temperature=0.0))
 
 
-def test_step_cost_structure_and_cache_left_at_length(tiny):
-    cost = step_cost(tiny, [4, 9], repeats=2)
+def test_step_cost_structure_and_cache_left_at_length(tiny, monkeypatch):
+    """Every timed cached step sees exactly L tokens in the cache (the crop puts it back after each
+    repeat); every uncached step is one pass over L + 1 tokens with no cache."""
+    seen = []
+
+    def recording(model, ids, mask, positions, cache=None):
+        before = None if cache is None else cache.get_seq_length()
+        logits = next_token_logits(model, ids, mask, positions, cache)
+        seen.append((ids.shape[1], positions[0, 0].item(), before, None if cache is None else cache.get_seq_length()))
+        return logits
+
+    monkeypatch.setattr(kvcache, "next_token_logits", recording)
+    cost = step_cost(tiny, [4, 9], repeats=3)
     assert cost["length"] == [4, 9]
     assert len(cost["uncached"]) == len(cost["cached"]) == 2
     assert all(t > 0 for t in cost["uncached"] + cost["cached"])
+    expected = []
+    for length in (4, 9):
+        expected.append((length, 0, 0, length))                      # prefill of L tokens into an empty cache
+        expected += [(length + 1, 0, None, None),                    # uncached: L + 1 tokens, no cache
+                     (1, length, length, length + 1)] * 3            # cached: 1 token at position L, L cached
+    assert seen == expected
 
 
 # --- memory --------------------------------------------------------------------------------
@@ -199,10 +212,26 @@ def test_kv_cache_bytes_rejects_bad_input():
         kv_cache_bytes(qwen25_config(), 10, dtype="bf16")
 
 
+# tiny_qwen2's parameters by hand: vocab 256, hidden 64, MLP 128, 2 layers, 4 query / 2 KV heads of 16.
+TINY_EMBEDDING = 256 * 64
+TINY_LAYER = (64 * 64 + 64) + 2 * (64 * 32 + 32) + 64 * 64 + 3 * 64 * 128 + 2 * 64   # q, k+v (biased), o, MLP, 2 norms
+TINY_PARAMETERS = TINY_EMBEDDING + 2 * TINY_LAYER + 64                                  # + the final norm
+assert TINY_PARAMETERS == 90_688
+
+
+def _storage_bytes(model) -> int:
+    """Bytes of the distinct memory blocks behind the parameters (a tied weight is one block)."""
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    return sum(storages.values())
+
+
 def test_weight_bytes_counts_tied_embeddings_once(tiny):
-    unique = sum(p.numel() for p in tiny.parameters()) * 4
-    assert weight_bytes(tiny) == unique
     assert tiny.lm_head.weight is tiny.model.embed_tokens.weight
+    assert weight_bytes(tiny) == TINY_PARAMETERS * 4 == _storage_bytes(tiny) == 362_752
+    assert weight_bytes(tiny_qwen2().to(torch.bfloat16)) == TINY_PARAMETERS * 2
+    untied = tiny_qwen2(tie_word_embeddings=False)
+    assert untied.lm_head.weight is not untied.model.embed_tokens.weight
+    assert weight_bytes(untied) == (TINY_PARAMETERS + TINY_EMBEDDING) * 4 == _storage_bytes(untied)
 
 
 # --- the benchmark (structure only: speed is printed, never asserted) ------------------------
