@@ -17,8 +17,8 @@ def test_rms_norm_equals_library():
     torch.testing.assert_close(anatomy.rms_norm(x, norm.weight, 1e-6), norm(x))
 
 
-def test_rope_equals_library():
-    model = tiny_qwen2()
+def test_rope_equals_library(tiny):
+    model = tiny
     q, k = torch.randn(2, 4, 9, 16), torch.randn(2, 2, 9, 16)
     position_ids = torch.arange(9).expand(2, -1)
     cos, sin = model.model.rotary_emb(q, position_ids)
@@ -61,9 +61,9 @@ def test_manual_forward_uses_its_own_rope_not_the_library_module(monkeypatch):
     assert (anatomy.manual_forward(model, ids) - expected).abs().max() <= 1e-4
 
 
-def test_rope_scores_depend_only_on_relative_position():
+def test_rope_scores_depend_only_on_relative_position(tiny):
     """<rope(q, m), rope(k, n)> is a function of m - n: the point of rotary embeddings."""
-    model = tiny_qwen2()
+    model = tiny
     q, k = torch.randn(1, 1, 1, 16).expand(1, 1, 40, 16), torch.randn(1, 1, 1, 16).expand(1, 1, 40, 16)
     cos, sin = model.model.rotary_emb(q, torch.arange(40)[None])
     scores = anatomy.apply_rope(q, cos, sin)[0, 0] @ anatomy.apply_rope(k, cos, sin)[0, 0].T
@@ -106,9 +106,9 @@ def test_manual_forward_equals_offline_model(offline_lm):
     assert tokenizer.decode(lens[-1, 0]) == " Berlin"
 
 
-def test_parameter_breakdown_counts_every_parameter_once(offline_lm):
+def test_parameter_breakdown_counts_every_parameter_once(offline_lm, tiny):
     model, _ = offline_lm
     assert sum(anatomy.parameter_breakdown(model).values()) == sum(p.numel() for p in model.parameters())
     summary = anatomy.architecture_summary(model.config)
     assert summary["query heads"] == 9 and summary["KV heads"] == 3 and not summary["q/k/v biases"]
-    assert anatomy.architecture_summary(tiny_qwen2().config)["q/k/v biases"]
+    assert anatomy.architecture_summary(tiny.config)["q/k/v biases"]

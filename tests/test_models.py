@@ -107,8 +107,8 @@ def test_qwen25_config_on_meta_device():
     assert model.config.rope_parameters["rope_theta"] == 1e6
 
 
-def test_tiny_qwen2_is_random_deterministic_and_has_biases():
-    a, b, c = tiny_qwen2(), tiny_qwen2(), tiny_qwen2(seed=1)
+def test_tiny_qwen2_is_random_deterministic_and_has_biases(tiny):
+    a, b, c = tiny, tiny_qwen2(), tiny_qwen2(seed=1)   # the shared fixture is tiny_qwen2() too
     assert torch.equal(a.model.layers[0].self_attn.q_proj.bias, b.model.layers[0].self_attn.q_proj.bias)
     assert not torch.equal(a.model.layers[0].self_attn.q_proj.bias, c.model.layers[0].self_attn.q_proj.bias)
     assert a.model.layers[0].self_attn.k_proj.bias.abs().min() > 0

@@ -13,11 +13,6 @@ PAD = 2
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return tiny_qwen2()
-
-
-@pytest.fixture(scope="module")
 def left_padded():
     """Three prompts of 9, 5 and 7 tokens, left-padded to 9."""
     ids = torch.randint(3, 256, (3, 9), generator=torch.Generator().manual_seed(0))

@@ -13,7 +13,6 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from cadlab.models import tiny_qwen2
 from cadlab.sampling import (
     apply_repetition_penalty,
     apply_temperature,
@@ -164,9 +163,9 @@ def test_per_row_settings_equal_transformers_row_by_row(function, settings, warp
     dict(temperature=1.5, top_k=5, top_p=0.5, min_p=0.0, repetition_penalty=0.9),
     dict(temperature=0.4, top_k=0, top_p=1.0, min_p=0.2, repetition_penalty=1.0),
 ])
-def test_process_logits_equals_the_chain_generate_builds(settings):
+def test_process_logits_equals_the_chain_generate_builds(settings, tiny):
     """transformers builds its own processor list from a GenerationConfig: same order, same numbers."""
-    model = tiny_qwen2()
+    model = tiny
     ids, mask = left_padded_ids(batch=4)
     config = GenerationConfig(do_sample=True, **settings)
     chain = model._get_logits_processor(config, input_ids_seq_length=ids.shape[1],
@@ -194,11 +193,6 @@ def test_processors_reject_bad_settings_clearly(call, message):
 # ---------------------------------------------------------------------------------------
 # The loop on a tiny random Qwen2 (fast): equal to model.generate
 # ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_qwen2()
-
 
 @pytest.fixture(scope="module")
 def tiny_batch():
