@@ -567,19 +567,6 @@ class CadrilleProcessor:
         return self.tokenizer.batch_decode(*args, **kwargs)
 
 
-def tile_views(views, border: int = 3):
-    """Four renders (PIL or arrays, any equal size s) -> one (2(s+2b)) x (2(s+2b)) RGB picture,
-    each view framed by a black ``border`` px wide, tiled [[0, 1], [2, 3]] (128 px views -> 268 px)."""
-    from PIL import Image
-
-    arrays = [np.asarray(v.convert("RGB") if isinstance(v, Image.Image) else v, dtype=np.uint8) for v in views]
-    if len(arrays) != 4:
-        raise ValueError(f"tile_views needs four views, got {len(arrays)}.")
-    framed = [np.pad(a, ((border, border), (border, border), (0, 0))) for a in arrays]
-    grid = np.concatenate([np.concatenate(framed[:2], axis=1), np.concatenate(framed[2:], axis=1)], axis=0)
-    return Image.fromarray(grid)
-
-
 # --------------------------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""Cadrille's image input: four shaded views of a mesh, tiled 2 x 2 into one 268 x 268 picture.
+
+Cadrille renders each training and test mesh (normalized into the unit cube [0, 1]^3) four times,
+looking at the cube's centre (0.5, 0.5, 0.5) from the directions (1, 1, 1), (-1, -1, -1),
+(-1, 1, -1) and (1, -1, 1), with up = (0, 1, 0), the mesh painted (255, 255, 136) / 255 and shaded
+with its vertex normals; each shot is shrunk to 128 x 128, framed by a 3-px black border, and the
+four are tiled [[v0, v1], [v2, v3]] (``tile_views``): 2 * (128 + 6) = 268 px.
+
+Renderer. Measured on our machines (Linux, no display, 2 CPU cores, Mesa's software EGL): VTK,
+which CadQuery already installs (vtk 9.6), renders off screen through EGL, about 1.3 s for the
+four 500-px views once warm. open3d 0.20 (the renderer Cadrille used) also renders headless here,
+its legacy ``Visualizer`` falling back to an EGL off-screen context, but it is a ~900 MB wheel with
+some fifteen further packages (dash, flask, plotly, ...) and it does not import without the system
+library libusb-1.0 (a Debian package, not on PyPI). pyrender pins PyOpenGL 3.1.0 and needs EGL or
+OSMesa chosen by hand. So this module uses VTK: on Linux without a display it asks for an EGL
+window directly (no X connection attempt), elsewhere VTK's default window, off screen.
+
+What differs from Cadrille's Open3D legacy renderer:
+
+* framing: Open3D fits its view to the geometry and Cadrille then moves the camera by a fixed
+  amount; here the camera stands on the direction's ray at the distance where the unit cube's
+  bounding sphere (radius sqrt(3)/2) just fills the 60-degree view, whatever the part, so the
+  scale of a part in the picture says how large it is in the unit cube;
+* lights and material: VTK's default headlight with diffuse shading (no specular highlight);
+  Open3D's legacy default lighting differs, so shades of grey-yellow are not the same numbers;
+* the shrink from the 500 px window to 128 px is PIL's Lanczos filter, where Cadrille used
+  scikit-image's order-2 spline with anti-aliasing; both average the pixels of the larger image;
+* the background is white in both, and the vertex normals are area-weighted face normals
+  (trimesh's), smoothed across edges as Open3D's ``compute_vertex_normals`` does.
+
+A model trained on our renders (the mini Cadrille) sees only our renders, so these differences
+matter only when feeding our pictures to the published checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+DIRECTIONS = ((1, 1, 1), (-1, -1, -1), (-1, 1, -1), (1, -1, 1))
+COLOUR = (255 / 255, 255 / 255, 136 / 255)
+CENTRE = (0.5, 0.5, 0.5)
+UP = (0, 1, 0)
+VIEW_ANGLE = 60.0            # degrees (Open3D's default field of view)
+WINDOW = 500                 # px, as Cadrille's hidden Open3D window
+VIEW_SIZE, BORDER = 128, 3
+
+
+def tile_views(views, border: int = BORDER):
+    """Four renders (PIL or arrays, any equal size s) -> one (2(s+2b)) x (2(s+2b)) RGB picture,
+    each view framed by a black ``border`` px wide, tiled [[0, 1], [2, 3]] (128 px views -> 268 px)."""
+    from PIL import Image
+
+    arrays = [np.asarray(v.convert("RGB") if isinstance(v, Image.Image) else v, dtype=np.uint8) for v in views]
+    if len(arrays) != 4:
+        raise ValueError(f"tile_views needs four views, got {len(arrays)}.")
+    framed = [np.pad(a, ((border, border), (border, border), (0, 0))) for a in arrays]
+    grid = np.concatenate([np.concatenate(framed[:2], axis=1), np.concatenate(framed[2:], axis=1)], axis=0)
+    return Image.fromarray(grid)
+
+
+def unit_cube_mesh(mesh):
+    """A copy of ``mesh`` scaled and moved so its bounding box is centred at (0.5, 0.5, 0.5) with the longest
+    side 1, i.e. it fits [0, 1]^3 as Cadrille's rendered meshes do (code units / 200 + 0.5 for -100..100)."""
+    extent = float(np.max(mesh.extents))
+    if not np.isfinite(extent) or extent <= 0:
+        raise ValueError("cannot render a mesh whose bounding box has no size.")
+    out = mesh.copy()
+    out.apply_translation(-mesh.bounds.mean(axis=0))
+    out.apply_scale(1.0 / extent)
+    out.apply_translation(CENTRE)
+    return out
+
+
+def _render_window(size: int):
+    import vtk
+
+    headless_linux = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
+                                                               or os.environ.get("WAYLAND_DISPLAY"))
+    window = None
+    if headless_linux:
+        from vtkmodules.vtkRenderingOpenGL2 import vtkEGLRenderWindow
+
+        window = vtkEGLRenderWindow()
+    else:
+        window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetMultiSamples(0)
+    window.SetSize(size, size)
+    return window
+
+
+def _polydata(mesh):
+    import vtk
+    from vtk.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
+
+    points = vtk.vtkPoints()
+    points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices, dtype=np.float64), deep=True))
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    cells = vtk.vtkCellArray()
+    offsets = np.arange(0, 3 * len(faces) + 1, 3, dtype=np.int64)
+    cells.SetData(numpy_to_vtkIdTypeArray(offsets, deep=True),
+                  numpy_to_vtkIdTypeArray(np.ascontiguousarray(faces.reshape(-1)), deep=True))
+    data = vtk.vtkPolyData()
+    data.SetPoints(points)
+    data.SetPolys(cells)
+    normals = numpy_to_vtk(np.ascontiguousarray(mesh.vertex_normals, dtype=np.float64), deep=True)
+    normals.SetName("Normals")
+    data.GetPointData().SetNormals(normals)
+    return data
+
+
+def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW) -> list[np.ndarray]:
+    """(size, size, 3) uint8 renders of ``mesh`` (already in the unit cube) from each direction, looking at
+    (0.5, 0.5, 0.5) with up (0, 1, 0), the camera at the distance where the unit cube's bounding sphere
+    fills the view angle."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    mapper = vtk.vtkPolyDataMapper()
+    mapper.SetInputData(_polydata(mesh))
+    actor = vtk.vtkActor()
+    actor.SetMapper(mapper)
+    actor.GetProperty().SetColor(*COLOUR)
+    actor.GetProperty().SetInterpolationToGouraud()
+    renderer = vtk.vtkRenderer()
+    renderer.SetBackground(1.0, 1.0, 1.0)
+    renderer.AddActor(actor)
+    window = _render_window(size)
+    window.AddRenderer(renderer)
+    camera = renderer.GetActiveCamera()
+    distance = (3 ** 0.5 / 2) / np.sin(np.radians(VIEW_ANGLE / 2))
+    shots = []
+    try:
+        for direction in directions:
+            unit = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+            camera.SetFocalPoint(*CENTRE)
+            camera.SetPosition(*(np.asarray(CENTRE) + distance * unit))
+            camera.SetViewUp(*UP)
+            camera.SetViewAngle(VIEW_ANGLE)
+            renderer.ResetCameraClippingRange()
+            window.Render()
+            grab = vtk.vtkWindowToImageFilter()
+            grab.SetInput(window)
+            grab.SetInputBufferTypeToRGB()
+            grab.ReadFrontBufferOff()
+            grab.Update()
+            image = grab.GetOutput()
+            width, height, _ = image.GetDimensions()
+            pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[..., :3]
+            shots.append(np.ascontiguousarray(pixels[::-1]))     # VTK's rows start at the bottom
+    finally:
+        window.Finalize()
+    return shots
+
+
+def render_views(mesh, normalize: bool = True, view_size: int = VIEW_SIZE, border: int = BORDER):
+    """Cadrille's picture of ``mesh``: four 128-px views, each with a 3-px black border, tiled 2 x 2 (268 x 268 PIL)."""
+    from PIL import Image
+
+    if normalize:
+        mesh = unit_cube_mesh(mesh)
+    views = [Image.fromarray(a).resize((view_size, view_size), Image.Resampling.LANCZOS)
+             for a in render_view_arrays(mesh)]
+    return tile_views(views, border=border)
