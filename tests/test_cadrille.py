@@ -17,8 +17,9 @@ from transformers import Qwen2VLForConditionalGeneration
 
 from cadlab.cadrecode import tiny_cadrecode
 from cadlab.cadrille import (END_TOKEN, MAX_PIXELS, MIN_PIXELS, N_POINTS, PROCESSOR_SIZE, QWEN2VL_SPECIAL_TOKENS,
-                             Cadrille, CadrilleProcessor, collate, load_language_model, mini_tokenizer, patchify,
-                             qwen2vl_tokenizer, tiny_cadrille, to_legacy_key, token_ids, video_frames)
+                             Cadrille, CadrilleProcessor, collate, generate_code, load_language_model, mini_tokenizer, patchify,
+                             qwen2vl_tokenizer, tiny_cadrille, to_legacy_key, token_ids, video_frames,
+                             write_programs)
 
 
 hf_logging.disable_progress_bar()     # no "Loading weights" bars in the test log
@@ -306,3 +307,45 @@ def test_text_only_mrope_is_1d_rope_so_cadrecode_weights_carry_over(tokenizer, p
     print(f"text-only mrope vs 1-D RoPE: cos/sin max|diff| = {rope_diff:.1e}; "
           f"Cadrille with CAD-Recode's LM vs CAD-Recode logits: max|diff| = {diff:.2e}")
     assert diff < 1e-5
+
+
+def test_zero_grid_rows_of_the_original_layout_and_is_img(model, mixed):
+    """The original zero-fills video_grid_thw for rows without images; forward drops those rows."""
+    padded = dict(mixed, video_grid_thw=torch.stack([torch.zeros(3, dtype=torch.long), mixed["video_grid_thw"][0],
+                                                     torch.zeros(3, dtype=torch.long)]))
+    with torch.no_grad():
+        assert torch.equal(model(**padded).logits, model(**mixed).logits)
+        with pytest.raises(ValueError, match="not marked is_img"):
+            model(**dict(mixed, is_img=torch.tensor([True, False, False])))
+
+
+def test_generate_code_and_program_files(model, processor, tmp_path):
+    items = [{"description": "a washer"}, {"video": [frame(seed=2)]}, {"point_cloud": cloud(1)}]
+    codes = generate_code(model, processor, items, max_new_tokens=4)
+    batch = collate(items, processor)
+    with torch.no_grad():
+        tokens = model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=0,
+                                eos_token_id=processor.tokenizer.convert_tokens_to_ids(END_TOKEN))
+    assert codes == processor.batch_decode(tokens[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    paths = write_programs(codes + codes, ["a", "b", "c"], tmp_path, n_samples=2)
+    assert [p.name for p in paths] == ["a+0.py", "a+1.py", "b+0.py", "b+1.py", "c+0.py", "c+1.py"]
+    assert paths[1].read_text() == codes[1]
+
+
+def test_bf16_load_keeps_the_point_encoder_in_float32(model, mixed, tmp_path):
+    model.save_pretrained(tmp_path)
+    half = Cadrille.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert half.point_encoder.projection.weight.dtype == torch.float32
+    assert half.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        logits = half(**mixed).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+def test_collate_with_the_real_tokenizer():
+    processor = CadrilleProcessor(qwen2vl_tokenizer())
+    batch = collate([{"point_cloud": cloud()}, {"video": [frame(268)]}], processor)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids[0, :N_POINTS].eq(151643).all() and int(ids[0, N_POINTS]) == 151644 and int(mask[0].sum()) == ids.shape[1]
+    assert int((ids[1] == 151656).sum()) == 100 and int((ids[1] == 151652).sum()) == 1
+    assert ids[1, :ids.shape[1] - int(mask[1].sum())].eq(151643).all()          # left pads
