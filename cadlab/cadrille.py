@@ -442,14 +442,17 @@ def mini_tokenizer(base=None):
     """The mini Cadrille's tokenizer: the mini CAD-Recode's byte-level BPE (``base``, default the shipped
     one) with Qwen2-VL's 14 special tokens. Its three (``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``)
     keep their ids, so CAD-Recode's weights still index the same rows; the other 11 are appended in
-    Qwen2-VL's order. Roles as in Qwen2-VL: pad ``<|endoftext|>``, eos ``<|im_end|>``, left padding."""
+    Qwen2-VL's order. Roles as in Qwen2-VL: pad ``<|endoftext|>``, eos ``<|im_end|>``, left padding.
+    A ``base`` passed in is left unchanged (a copy is extended)."""
+    import copy
+
     from transformers import PreTrainedTokenizerFast
 
     if base is None:
         from cadlab.cadrecode import MINI_MODEL_DIR
 
         base = PreTrainedTokenizerFast.from_pretrained(MINI_MODEL_DIR)
-    tokenizer = base
+    tokenizer = copy.deepcopy(base)
     missing = [t for t in QWEN2VL_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     return _set_roles(tokenizer)
