@@ -12,7 +12,7 @@ tokens: our loop gets no EOS id (so it never stops early) and ``model.generate``
     ttft_s            prefill time of the prompt (time to first token)
     decode_s_per_token = (cached time - ttft) / (new_tokens - 1)
     achieved_GB_s     = (weight bytes + cache bytes at the mean decode position) / decode_s_per_token
-    copy_GB_s         the machine's copy bandwidth (the ceiling a decode step can approach)
+    copy_GB_s         the machine's copy bandwidth at the same thread count (the ceiling a decode step can approach)
 """
 
 from __future__ import annotations

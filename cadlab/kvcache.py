@@ -20,7 +20,14 @@ which divides this by the same factor compared with full multi-head attention.
 
 Speed: one decode step must read every weight once (and the whole cache), so at batch 1 its
 time is bounded below by (weight bytes + cache bytes) / memory bandwidth - the "roofline"
-of decode. ``copy_bandwidth`` measures the machine's side of that bound.
+of decode. ``copy_bandwidth`` measures the machine's side of that bound; ``decode_profile``
+splits a real step into its matrix products (``nn.Linear``, which do stream near that
+bandwidth) and everything else (small ops and Python, which move almost no bytes).
+
+Optimisation: ``LeanDecoder`` runs the same model with fewer, larger ops per layer (one
+matrix for q/k/v, one for gate/up, one attention kernel, a RoPE table made once) into a
+``StaticKVCache`` allocated once - instead of ``torch.cat`` copying the whole cache per step
+and layer, as ``DynamicCache`` and ``append_kv`` do. Same tokens and logits as the library.
 """
 
 from __future__ import annotations
@@ -535,3 +542,28 @@ def library_decode(model, input_ids: torch.Tensor, new_tokens: int):
         seconds.append(time.perf_counter() - t0)
         tokens.append(logits[-1].argmax(-1))
     return torch.cat([input_ids, torch.stack(tokens, 1)], 1), torch.stack(logits), seconds
+
+
+@torch.no_grad()
+def cache_update_seconds(config, context_len: int, static: bool, repeats: int = 5, dtype=torch.float32) -> float:
+    """Median seconds to add one token's K and V to every layer of a batch-1 cache that already
+    holds ``context_len`` positions: ``StaticKVCache.write`` copies one row into place, while
+    ``ConcatKVCache.write`` (``torch.cat``) allocates new K, V and copies every cached row -
+    work that grows with the context, at every step. One untimed run first."""
+    layers, n_kv, d = config.num_hidden_layers, config.num_key_value_heads, head_dim_of(config)
+    k = torch.randn(1, n_kv, 1, d, generator=torch.Generator().manual_seed(0)).to(dtype)
+    seconds = []
+    for _ in range(repeats + 1):
+        if static:
+            cache = StaticKVCache(config, 1, context_len + 1, dtype)
+            cache.keys.fill_(1.0), cache.values.fill_(1.0)   # touch the pages, as a used cache would have
+            cache.length = context_len
+        else:
+            cache = ConcatKVCache(config)
+            cache.layers = [(torch.ones(1, n_kv, context_len, d, dtype=dtype),
+                             torch.ones(1, n_kv, context_len, d, dtype=dtype)) for _ in range(layers)]
+        t0 = time.perf_counter()
+        for layer in range(layers):
+            cache.write(layer, k, k)
+        seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds[1:])

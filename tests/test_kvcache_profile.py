@@ -4,7 +4,8 @@ pre-allocated cache, which must give the library's tokens and logits."""
 import pytest
 import torch
 
-from cadlab.kvcache import (ConcatKVCache, LeanDecoder, StaticKVCache, append_kv, decode_profile, library_decode,
+from cadlab.kvcache import (ConcatKVCache, LeanDecoder, StaticKVCache, append_kv, cache_update_seconds, decode_profile,
+                            library_decode,
                             linear_weight_bytes, torch_threads)
 from cadlab.models import tiny_qwen2
 
@@ -111,3 +112,8 @@ def test_lean_decoder_bf16_tiny():
     lean_tokens, lean_logits, _ = LeanDecoder(model).generate(ids, 6)
     assert torch.equal(lean_tokens, tokens)
     assert (lean_logits - logits).abs().max().item() < 1e-2
+
+
+def test_cache_update_seconds_runs_for_both_caches(tiny):
+    for static in (True, False):
+        assert cache_update_seconds(tiny.config, 32, static, repeats=2) > 0

@@ -1,0 +1,198 @@
+"""The self-checks of notebook 03: the reference passes, a stub is "not attempted", and every
+plausible wrong answer fails. The notebook's stored solutions pass in a fresh namespace."""
+
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from cadlab.anatomy import head_dim_of
+from cadlab.exercises.kvcache import check_append_kv, check_decode_attention, check_kv_cache_bytes
+from cadlab.kvcache import append_kv, decode_attention, kv_cache_bytes
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_kv_cache.ipynb"
+
+
+def _stub(*_args):
+    raise NotImplementedError
+
+
+# --- append_kv ---------------------------------------------------------------------------------
+
+def _cat(past, k, v, dim=2, new_first=False):
+    if past is None:
+        return k, v
+    pairs = [(k, past[0]), (v, past[1])] if new_first else [(past[0], k), (past[1], v)]
+    return tuple(torch.cat(pair, dim=dim) for pair in pairs)
+
+
+APPEND_WRONG = {
+    "heads axis (dim=1)": lambda past, k, v: _cat(past, k, v, dim=1),
+    "batch axis (dim=0)": lambda past, k, v: _cat(past, k, v, dim=0),
+    "head_dim axis (dim=-1)": lambda past, k, v: _cat(past, k, v, dim=-1),
+    "new rows first": lambda past, k, v: _cat(past, k, v, new_first=True),
+    "keeps only the new rows": lambda past, k, v: (k, v),
+    "V grows with k": lambda past, k, v: (k, v) if past is None else (torch.cat([past[0], k], 2),
+                                                                          torch.cat([past[1], k], 2)),
+    "K and V swapped": lambda past, k, v: (v, k) if past is None else (torch.cat([past[1], v], 2),
+                                                                          torch.cat([past[0], k], 2)),
+}
+
+
+def test_check_append_kv_passes_the_library_unit():
+    assert check_append_kv(append_kv) is True
+
+
+def test_check_append_kv_reports_a_stub_as_not_attempted(capsys):
+    assert check_append_kv(_stub) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", APPEND_WRONG)
+def test_check_append_kv_fails_a_wrong_answer(name):
+    with pytest.raises(AssertionError):
+        check_append_kv(APPEND_WRONG[name])
+
+
+# --- decode_attention --------------------------------------------------------------------------
+
+def _attention(q, keys, values, *, scale=None, tile=False, mask="offset", softmax_dim=-1):
+    group = q.shape[1] // keys.shape[1]
+    if tile:   # KV heads 0, 1, 0, 1, ... instead of 0, 0, 0, 1, 1, 1
+        keys, values = keys.repeat(1, group, 1, 1), values.repeat(1, group, 1, 1)
+    else:
+        keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
+    scores = q @ keys.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    s, t = q.shape[2], keys.shape[2]
+    if mask == "offset":
+        scores = scores.masked_fill(torch.ones(s, t, dtype=torch.bool).triu(t - s + 1), float("-inf"))
+    elif mask == "square":   # as if the queries were the first s positions, not the last
+        scores = scores.masked_fill(torch.ones(s, t, dtype=torch.bool).triu(1), float("-inf"))
+    return scores.softmax(dim=softmax_dim) @ values
+
+
+def _no_repeat(q, keys, values):
+    scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.softmax(dim=-1) @ values
+
+
+ATTENTION_WRONG = {
+    "no scale": lambda q, k, v: _attention(q, k, v, scale=1.0),
+    "scale 1/d instead of 1/sqrt(d)": lambda q, k, v: _attention(q, k, v, scale=1 / q.shape[-1]),
+    "KV heads tiled (repeat) instead of repeated (repeat_interleave)": lambda q, k, v: _attention(q, k, v, tile=True),
+    "KV heads not repeated at all": _no_repeat,
+    "no causal mask": lambda q, k, v: _attention(q, k, v, mask=None),
+    "causal mask that ignores the cached positions (triu(1))": lambda q, k, v: _attention(q, k, v, mask="square"),
+    "softmax over the queries": lambda q, k, v: _attention(q, k, v, softmax_dim=-2),
+}
+
+
+def test_the_reference_attention_helper_is_right():
+    """The wrong answers above are small edits of a right one: make sure that one is right."""
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = torch.randn(1, 6, 3, 8, generator=generator), torch.randn(1, 2, 7, 8, generator=generator), \
+        torch.randn(1, 2, 7, 8, generator=generator)
+    assert torch.allclose(_attention(q, k, v), decode_attention(q, k, v), atol=1e-6)
+
+
+def test_decode_attention_equals_sdpa_for_one_new_token_and_for_a_causal_chunk():
+    generator = torch.Generator().manual_seed(4)
+    q, k, v = torch.randn(2, 6, 1, 8, generator=generator), torch.randn(2, 3, 5, 8, generator=generator), \
+        torch.randn(2, 3, 5, 8, generator=generator)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert torch.allclose(decode_attention(q, k, v), sdpa, atol=1e-6)
+    # a chunk of s tokens at the end of the cache = the last s rows of full causal attention over the cache
+    q_all = torch.randn(2, 6, 5, 8, generator=generator)
+    full = torch.nn.functional.scaled_dot_product_attention(q_all, k, v, is_causal=True, enable_gqa=True)
+    assert torch.allclose(decode_attention(q_all[:, :, -2:], k, v), full[:, :, -2:], atol=1e-6)
+    with pytest.raises(ValueError, match="T >= s"):
+        decode_attention(q_all, k[:, :, :3], v[:, :, :3])
+
+
+def test_check_decode_attention_passes_the_library_unit():
+    assert check_decode_attention(decode_attention) is True
+
+
+def test_check_decode_attention_reports_a_stub_as_not_attempted(capsys):
+    assert check_decode_attention(_stub) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ATTENTION_WRONG)
+def test_check_decode_attention_fails_a_wrong_answer(name):
+    with pytest.raises(AssertionError):
+        check_decode_attention(ATTENTION_WRONG[name])
+
+
+# --- kv_cache_bytes ----------------------------------------------------------------------------
+
+def _bytes(config, seq_len, batch, dtype, *, heads="kv", factor=2, head_dim="config", element=None, layers=True,
+           use_batch=True):
+    n = config.num_key_value_heads if heads == "kv" else config.num_attention_heads
+    d = head_dim_of(config) if head_dim == "config" else config.hidden_size // config.num_attention_heads
+    size = element or torch.empty((), dtype=dtype).element_size()
+    return ((config.num_hidden_layers if layers else 1) * factor * n * d * size * seq_len
+            * (batch if use_batch else 1))
+
+
+BYTES_WRONG = {
+    "query heads instead of KV heads (forgets GQA)": lambda c, s, b, t: _bytes(c, s, b, t, heads="query"),
+    "K only (no factor 2)": lambda c, s, b, t: _bytes(c, s, b, t, factor=1),
+    "head_dim = hidden / heads even when config.head_dim is set": lambda c, s, b, t: _bytes(c, s, b, t,
+                                                                                            head_dim="hidden"),
+    "2 bytes per element whatever the dtype": lambda c, s, b, t: _bytes(c, s, b, t, element=2),
+    "one layer": lambda c, s, b, t: _bytes(c, s, b, t, layers=False),
+    "forgets the batch": lambda c, s, b, t: _bytes(c, s, b, t, use_batch=False),
+}
+
+
+def test_the_reference_bytes_helper_is_right():
+    from cadlab.models import qwen25_config
+
+    assert _bytes(qwen25_config(), 32_768, 2, torch.bfloat16) == kv_cache_bytes(qwen25_config(), 32_768, 2)
+
+
+def test_check_kv_cache_bytes_passes_the_library_unit():
+    assert check_kv_cache_bytes(kv_cache_bytes) is True
+
+
+def test_check_kv_cache_bytes_reports_a_stub_as_not_attempted(capsys):
+    assert check_kv_cache_bytes(_stub) is False
+    assert "not attempted" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", BYTES_WRONG)
+def test_check_kv_cache_bytes_fails_a_wrong_answer(name):
+    with pytest.raises(AssertionError):
+        check_kv_cache_bytes(BYTES_WRONG[name])
+
+
+# --- the notebook's exercise cells -------------------------------------------------------------
+
+def _exercise_cells():
+    return [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if "exercise" in c.metadata.get("tags", [])]
+
+
+def test_notebook_has_three_exercises_with_solutions():
+    cells = _exercise_cells()
+    assert len(cells) == 3
+    for cell in cells:
+        assert cell.cell_type == "code" and "NotImplementedError" in cell.source
+        assert isinstance(cell.metadata.get("solution"), str) and "NotImplementedError" not in cell.metadata["solution"]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_notebook_solution_passes_in_a_fresh_namespace(index):
+    namespace = {}
+    exec(compile(_exercise_cells()[index].metadata["solution"], f"solution {index}", "exec"), namespace)
+    assert namespace["passed"] is True
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_notebook_stub_runs_and_reports_not_attempted(index, capsys):
+    namespace = {}
+    exec(compile(_exercise_cells()[index].source, f"stub {index}", "exec"), namespace)
+    assert namespace["passed"] is False
+    assert "not attempted" in capsys.readouterr().out
