@@ -688,8 +688,9 @@ def seed_boundary(tokenizer, caption: str, full: dict, kept: int, layout: str = 
     else:
         raise ValueError(f"layout must be 'ours' or 'seed', got {layout!r}")
     seed = len(tokenizer(partial_text)["input_ids"])
-    true, _ = label_boundary(tokenizer, full_text, cut)
-    ids = tokenizer(full_text)["input_ids"]
+    encoding = tokenizer(full_text, return_offsets_mapping=True)
+    true, _ = _boundary(encoding["offset_mapping"], cut)
+    ids = encoding["input_ids"]
     masked = tokenizer.decode(ids[true:seed]) if seed > true else ""
     return {"seed": seed, "true": true, "error": seed - true, "masked": masked}
 

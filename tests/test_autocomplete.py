@@ -207,7 +207,7 @@ def test_boundary_holds_for_qwen25_tokenizer_too(samples):
     from cadlab.models import qwen25_tokenizer
 
     qwen = qwen25_tokenizer()
-    for caption, full, kept in samples[:40]:
+    for caption, full, kept in samples[::12]:
         example = ac.make_example(qwen, caption, full, kept)
         prompt = ac.PROMPT.format(caption=caption)
         boundary = example["labels"].count(-100)
@@ -218,13 +218,13 @@ def test_boundary_holds_for_qwen25_tokenizer_too(samples):
 
 
 def test_seed_boundary_lands_late_and_masks_the_decision(tokenizer, samples):
-    for layout in ("ours", "seed"):
-        results = [ac.seed_boundary(tokenizer, c, f, k, layout=layout) for c, f, k in samples]
+    ours = [ac.seed_boundary(tokenizer, c, f, k) for c, f, k in samples]
+    seed_layout = [ac.seed_boundary(tokenizer, c, f, k, layout="seed") for c, f, k in samples[::3]]
+    for results in (ours, seed_layout):
         wrong = [r for r in results if r["error"] != 0]
-        assert len(wrong) / len(results) > 0.9, layout
+        assert len(wrong) / len(results) > 0.9
         assert all(r["error"] > 0 for r in wrong)
     # in our layout the hidden tokens start with the separator: the "another operation, or close" decision
-    ours = [ac.seed_boundary(tokenizer, c, f, k) for c, f, k in samples]
     assert all(r["masked"].startswith(" ,") for r in ours)
     # ... and the true boundary is make_example's
     for (c, f, k), r in zip(samples[:20], ours):
@@ -243,10 +243,13 @@ def _micro_batch(generator, length, n_labels):
 
 
 def test_empty_micro_batches_give_nan_at_seed_like_settings(tokenizer, samples):
-    lengths = [len(ac.make_example(tokenizer, c, f, k)["input_ids"]) for c, f, k in samples]
+    whole = [ac.make_example(tokenizer, c, f, k) for c, f, k in samples]
+    lengths = [len(ex["input_ids"]) for ex in whole]
     max_len = ac.length_that_fits(lengths, 0.8)                  # the seed: 13000 "fits 80 % of sequences"
     assert 0.8 <= np.mean(np.array(lengths) <= max_len) < 0.85
-    cut = [ac.make_example(tokenizer, c, f, k, max_seq_length=max_len) for c, f, k in samples]
+    cut = [{k: v[:max_len] for k, v in ex.items()} for ex in whole]
+    for (c, f, k), ex in list(zip(samples, cut))[::10]:
+        assert ac.make_example(tokenizer, c, f, k, max_seq_length=max_len) == ex
     empty = [ex for ex in cut if ac.label_tokens(ex["labels"]) == 0]
     assert len(empty) > 0                                         # the completion was cut away
     assert all(set(ex["labels"]) == {-100} and len(ex["input_ids"]) == max_len for ex in empty)
@@ -343,7 +346,7 @@ def lora_parity(r=8, alpha=16, seed=0):
     peft_layers = {n.removeprefix("base_model.model."): m for n, m in theirs.named_modules() if hasattr(m, "lora_A")
                    and isinstance(getattr(m, "lora_A"), torch.nn.ModuleDict)}
     assert set(mine) == set(peft_layers) and len(mine) == 4
-    out = {"init_A": max(float((mine[n].lora_A.weight - peft_layers[n].lora_A["default"].weight).abs().max())
+    out = {"init_A": max(float((mine[n].lora_A.weight - peft_layers[n].lora_A["default"].weight).detach().abs().max())
                          for n in mine)}
     g = torch.Generator().manual_seed(seed + 1)
     for n in mine:                                             # the same non-zero B in both
