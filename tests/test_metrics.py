@@ -150,11 +150,18 @@ def test_best_of_k_picks_the_best_valid_candidate():
 def test_summarize():
     target = box([0, 0, 0], [1, 1, 1])
     half = box([0, 0, 0], [1, 1, 0.5])
-    row = summarize([target, target, target], [[target], [half, None], [None, None]])
-    assert row["invalid_ratio"] == pytest.approx(1 / 3)
-    assert row["mean_iou"] == pytest.approx(0.75)
-    cds = [chamfer_distance(target, target) * CD_SCALE, chamfer_distance(target, half) * CD_SCALE]
-    assert row["median_cd_x1000"] == pytest.approx(np.mean(cds)) and row["mean_cd_x1000"] == pytest.approx(np.mean(cds))
+    tenth = box([0, 0, 0], [1, 1, 0.1])
+    row = summarize([target] * 4, [[target], [half, None], [None, None], [tenth, half]])
+    assert row["invalid_ratio"] == pytest.approx(1 / 4)
+    # best of k per input: IoU 1, 0.5 and (best of 0.1 and 0.5) 0.5 -> mean 2/3
+    assert row["mean_iou"] == pytest.approx(2 / 3)
+    cds = sorted([chamfer_distance(target, target), chamfer_distance(target, half),
+                  min(chamfer_distance(target, tenth), chamfer_distance(target, half))])
+    assert cds[0] < cds[1] == cds[2] or cds[0] < cds[1] < cds[2]
+    # three values: the median is the middle one, not the mean (as two inputs would allow)
+    assert row["median_cd_x1000"] == pytest.approx(cds[1] * CD_SCALE)
+    assert row["mean_cd_x1000"] == pytest.approx(np.mean(cds) * CD_SCALE)
+    assert row["median_cd_x1000"] != pytest.approx(row["mean_cd_x1000"])
     with pytest.raises(ValueError, match="one candidate list per target"):
         summarize([target], [])
 

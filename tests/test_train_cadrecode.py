@@ -15,10 +15,10 @@ from cadlab.synth import generate_program, normalized_program
 from cadlab.train_cadrecode import (TrainSettings, TEST_SEEDS, TEST_START, build_tokenizer, collate, encode_program, learning_rate,
                                     train)
 
-# A held-out shape (one body, seed in the test range) that the shipped checkpoint reconstructs
-# (greedy IoU 0.98: a cylinder). It is a smoke test that the shipped weights work end to end; the model's
+# A held-out shape (seed in the test range) that the shipped model reconstructs greedily (IoU 1.00 in its
+# --eval: a plate with a centre hole). It is a smoke test that the shipped weights work end to end; the model's
 # quality over the whole held-out set is measured by `python -m cadlab.train_cadrecode --eval`.
-EASY_HELD_OUT_SEED = TEST_START + 28
+EASY_HELD_OUT_SEED = TEST_START + 237
 
 
 @pytest.fixture(scope="module")
