@@ -490,7 +490,7 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
             row["fit_evaluations"] = rec.fit_evaluations
         rows.append(row)
     stages = ["greedy"] + (["best_of_k"] if samples > 1 else []) + (["fit"] if fit else [])
-    return {"samples": samples, "fit": fit, "fit_seconds": fit_seconds,
+    return {"samples": samples, "fit_numbers": fit, "fit_seconds": fit_seconds,
             **{stage: summarize_stage([r[stage] for r in rows]) for stage in stages},
             "seconds_per_shape": {"median": float(np.median([r["seconds"] for r in rows])),
                                   "max": float(np.max([r["seconds"] for r in rows]))},
@@ -551,7 +551,7 @@ def print_eval(result: dict) -> None:
             continue
         r = result[set_name]
         for stage in ("greedy", "best_of_k", "fit"):
-            if stage in r:
+            if isinstance(r.get(stage), dict):
                 st = r[stage]
                 print(f"{set_name:18s} {stage:9s}: shapes {st['shapes']}, mean IoU {st['mean_iou']:.3f}, median CD "
                       f"x1000 {st['median_cd_x1000']:.3f}, invalid {st['invalid_ratio']:.3f}")
