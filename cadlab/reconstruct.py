@@ -129,7 +129,7 @@ FIT_TESSELLATION = (0.5, 0.3)   # coarse triangles while fitting: each try runs 
 
 
 def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECONDS, steps=(4, 2, 1),
-                timeout: float = 3.0):
+                timeout: float = 3.0, max_evaluations: int | None = None):
     """Adjust a program's numeric literals to fit the input cloud: derivative-free coordinate descent.
 
     For each step size s in ``steps`` (code units), sweep the literals in order; for literal x_i try
@@ -137,6 +137,8 @@ def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECOND
     ``cloud_chamfer``) and keep a change as soon as the score drops; repeat the sweep at the same s
     while a change was kept, then go to the next s. Stops when ``seconds`` have passed. The
     program's structure (its operations, the order of its bodies) never changes, only its numbers.
+    ``max_evaluations`` also stops it after that many tries: a budget that does not depend on the
+    machine's speed, so the result is reproducible (notebook 07 uses it).
 
     Returns ``(Candidate, evaluations)``: the fitted program (source "fit", run again at full
     tessellation), or the input candidate if no change lowered its score.
@@ -144,6 +146,12 @@ def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECOND
     if candidate.score is None:
         return candidate, 0
     deadline = time.perf_counter() + seconds
+    budget = float("inf") if max_evaluations is None else max_evaluations
+
+    def more() -> bool:
+        return time.perf_counter() < deadline and evaluations < budget
+
+    evaluations = 0
     start = score_program(candidate.code, cloud, "fit", timeout=timeout, tolerance=FIT_TESSELLATION)
     if start.score is None:
         return candidate, 1
@@ -151,16 +159,18 @@ def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECOND
     head = code.index("\n") + 1 if "\n" in code else 0      # never touch the import line
     for step in steps:
         improved = True
-        while improved and time.perf_counter() < deadline:
+        while improved and more():
             improved = False
             index = 0
-            while time.perf_counter() < deadline:
+            while more():
                 spans = [m.span() for m in _NUMBER.finditer(code, head)]
                 if index >= len(spans):
                     break
                 begin, end = spans[index]
                 value = float(code[begin:end])
                 for delta in (step, -step):
+                    if not more():
+                        break
                     new_value = value + delta
                     text = str(int(new_value)) if new_value.is_integer() else f"{new_value:g}"
                     trial = code[:begin] + text + code[end:]
@@ -312,7 +322,7 @@ def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
 def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: bool = True, seed: int = 0,
                 n_points: int = 256, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                 temperature: float = DEFAULT_TEMPERATURE, fit_seconds: float = DEFAULT_FIT_SECONDS,
-                timeout: float = 3.0, points=None) -> Reconstruction:
+                timeout: float = 3.0, points=None, fit_evaluations: int | None = None) -> Reconstruction:
     """The course's reconstruction pipeline: cloud -> a pool of programs -> the best -> fitted numbers.
 
     1. The cloud is CAD-Recode's input (``mesh_to_point_cloud``: normalized, 8192 surface samples,
@@ -321,7 +331,8 @@ def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: boo
     3. Each runs in ``cadlab.cadexec``'s sandbox and is scored by ``cloud_chamfer`` against the
        input cloud -- no ground truth is needed; the smallest score wins (best of k, as CAD-Recode
        reports best of 10, with the greedy program in the pool).
-    4. ``fit``: ``fit_numbers`` adjusts the winner's numbers to the cloud for ``fit_seconds``.
+    4. ``fit``: ``fit_numbers`` adjusts the winner's numbers to the cloud for ``fit_seconds`` (and at most
+       ``fit_evaluations`` tries, if given).
     """
     from cadlab.pointcloud import mesh_to_point_cloud
 
@@ -340,7 +351,8 @@ def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: boo
     rec = Reconstruction(points, candidates, best, generate_seconds=generated - start,
                          execute_seconds=executed - generated)
     if fit and best is not None:
-        rec.fitted, rec.fit_evaluations = fit_numbers(candidates[best], points, seconds=fit_seconds, timeout=timeout)
+        rec.fitted, rec.fit_evaluations = fit_numbers(candidates[best], points, seconds=fit_seconds, timeout=timeout,
+                                                      max_evaluations=fit_evaluations)
         rec.fit_seconds = time.perf_counter() - executed
     return rec
 

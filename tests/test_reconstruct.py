@@ -358,3 +358,17 @@ def test_number_kinds_and_errors():
     assert sorted(errors["position"], reverse=True)[:2] == [2, 1] and sum(errors["vertex"]) == 0
     assert rec.number_errors(truth.replace(".rect(", ".circle("), truth) is None     # another structure
     assert rec.skeleton(predicted) == rec.skeleton(truth)
+
+
+def test_a_fit_budgeted_in_tries_is_reproducible():
+    from cadlab.pointcloud import mesh_to_point_cloud
+    from cadlab.synth import validate
+
+    truth, _ = validate("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
+                        "r=w0.sketch().rect(200,120).finalize().extrude(40)\n")
+    cloud = mesh_to_point_cloud(truth, seed=0)
+    start = rec.score_program("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
+                              "r=w0.sketch().rect(188,128).finalize().extrude(32)\n", cloud)
+    first, n_first = rec.fit_numbers(start, cloud, seconds=600, max_evaluations=10)
+    again, n_again = rec.fit_numbers(start, cloud, seconds=600, max_evaluations=10)
+    assert n_first == n_again == 10 and first.code == again.code and first.score < start.score
