@@ -352,6 +352,13 @@ FAMILIES = {"plate": (_plate, 3), "flange": (_flange, 2), "shaft": (_shaft, 2), 
             "link": (_link, 2), "slotted": (_slotted, 2), "nut": (_nut, 1), "bosses": (_bosses, 2)}
 
 
+def family_of(seed: int) -> str:
+    """The family ``sample_sequence(seed)`` draws (its first random choice)."""
+    rng = random.Random(int(seed))
+    names = list(FAMILIES)
+    return rng.choices(names, weights=[FAMILIES[n][1] for n in names])[0]
+
+
 def sample_sequence(seed: int, family: str | None = None) -> tuple[str, dict]:
     """``(caption, full)``: a part-like DeepCAD-format sequence, a pure function of ``seed`` (and ``family``)."""
     rng = random.Random(int(seed))
@@ -748,6 +755,16 @@ def seed_accumulation_step(model, micro_batches) -> list[float]:
     return losses
 
 
+def _token_weights(example, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token loss weights of a micro-batch, aligned with ``labels[..., 1:]`` (what each position
+    predicts): 0 where the label is -100, else ``example["weights"]`` (1 when there are none)."""
+    valid = (labels[..., 1:] != -100).float()
+    weights = example.get("weights")
+    if weights is None:
+        return valid
+    return torch.as_tensor(weights, dtype=torch.float32).reshape(labels.shape)[..., 1:] * valid
+
+
 def accumulation_step(model, micro_batches, optimizer=None) -> dict:
     """One optimizer step over an accumulation window, never NaN.
 
@@ -755,25 +772,52 @@ def accumulation_step(model, micro_batches, optimizer=None) -> dict:
     window); each micro-batch backpropagates its summed loss divided by the window's token count, so
     the accumulated gradient is exactly that of one big batch. Micro-batches with no label token are
     skipped (they add nothing to either sum). A window with no label token at all does no backward
-    and no step. Returns ``{"loss" (float, or None for an empty window), "tokens", "skipped"}``."""
-    counts = [label_tokens(_batch(mb)[1]) for mb in micro_batches]
-    total = sum(counts)
+    and no step. A micro-batch may carry per-token ``weights`` (``part_example``): then both sums are
+    weighted, loss = sum w_t l_t / sum w_t.
+
+    The logits are computed only from the first position that predicts a label onwards
+    (``logits_to_keep``): the prompt and the kept operations need no (L x vocab) logits, which are
+    the biggest activation of a small model. Returns ``{"loss" (float, or None for an empty
+    window), "tokens", "weight", "skipped"}``."""
+    prepared = []
+    for mb in micro_batches:
+        ids, labels, mask = _batch(mb)
+        prepared.append((ids, labels, mask, _token_weights(mb, labels)))
+    counts = [int((w > 0).sum()) for *_, w in prepared]
+    total = float(sum(float(w.sum()) for *_, w in prepared))
     if total == 0:
-        return {"loss": None, "tokens": 0, "skipped": len(micro_batches)}
+        return {"loss": None, "tokens": 0, "weight": 0.0, "skipped": len(micro_batches)}
     summed = 0.0
-    for mb, n in zip(micro_batches, counts):
+    for (ids, labels, mask, weights), n in zip(prepared, counts):
         if n == 0:
             continue
-        ids, labels, mask = _batch(mb)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                               ignore_index=-100, reduction="sum")
+        first = int((weights > 0).any(0).nonzero()[0]) if weights.dim() == 2 else 0   # predicts labels[first + 1]
+        keep = ids.shape[1] - first
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        nll = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, first + 1:], ignore_index=-100,
+                              reduction="none")
+        loss = (nll * weights[:, first:]).sum()
         (loss / total).backward()
         summed += float(loss.detach())
     if optimizer is not None:
         optimizer.step()
         optimizer.zero_grad()
-    return {"loss": summed / total, "tokens": total, "skipped": counts.count(0)}
+    return {"loss": summed / total, "tokens": sum(counts), "weight": total, "skipped": counts.count(0)}
+
+
+def part_example(tokenizer, caption: str, full: dict, kept=None, max_seq_length: int | None = None) -> dict:
+    """Every truncation of one part as a single micro-batch: teacher forcing feeds the *full* text
+    whatever ``kept`` is, so the examples ``make_example(..., k)`` for k in ``kept`` (default: the
+    public script's ``kept_counts``) share their ``input_ids`` and differ only in where the labels
+    start. ``labels`` are those of the smallest k (the union), and ``weights[t]`` counts the examples
+    that score token t. One forward pass then gives exactly the loss (and gradient) of the separate
+    examples under ``accumulation_step``: sum over examples and tokens of l_t, over the same count."""
+    kept = sorted(kept_counts(len(full["sequence"])) if kept is None else kept)
+    if not kept:
+        raise ValueError("a part needs at least two operations to have a truncation")
+    examples_ = [make_example(tokenizer, caption, full, k, max_seq_length) for k in kept]
+    weights = [sum(ex["labels"][t] != -100 for ex in examples_) for t in range(len(examples_[0]["labels"]))]
+    return {"input_ids": examples_[0]["input_ids"], "labels": examples_[0]["labels"], "weights": weights}
 
 
 def length_that_fits(lengths, share: float = 0.8) -> int:

@@ -303,8 +303,33 @@ def test_accumulation_step_equals_one_big_batch_and_never_nan():
     # a window with no label token: no NaN, no backward
     model.zero_grad()
     empty = ac.accumulation_step(model, [_micro_batch(g, 8, 0), _micro_batch(g, 5, 0)])
-    assert empty == {"loss": None, "tokens": 0, "skipped": 2}
+    assert empty == {"loss": None, "tokens": 0, "weight": 0.0, "skipped": 2}
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_part_example_trains_every_truncation_in_one_pass(tokenizer):
+    """One forward pass over the full text with counted weights == the separate truncation examples."""
+    caption, full = ac.sample_sequence(3)                          # 8 operations: kept 1, 2, 4, 6, 7
+    kept = ac.kept_counts(len(full["sequence"]))
+    separate = [ac.make_example(tokenizer, caption, full, k) for k in kept]
+    merged = ac.part_example(tokenizer, caption, full)
+    assert all(ex["input_ids"] == merged["input_ids"] for ex in separate)
+    assert merged["labels"] == separate[0]["labels"]
+    assert max(merged["weights"]) == len(kept) and sum(merged["weights"]) == sum(
+        sum(t != -100 for t in ex["labels"]) for ex in separate)
+    model = tiny_qwen2(seed=2, vocab_size=len(tokenizer)).train()
+    ac.add_lora(model, r=2, alpha=4)
+    for layer in model.modules():
+        if isinstance(layer, ac.LoRALinear):
+            torch.nn.init.normal_(layer.lora_B.weight, std=0.05)
+    one = ac.accumulation_step(model, [merged])
+    g1 = _grads(model)
+    model.zero_grad()
+    many = ac.accumulation_step(model, separate)
+    g2 = _grads(model)
+    assert one["loss"] == pytest.approx(many["loss"], rel=1e-5) and one["weight"] == many["tokens"]
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-4, atol=1e-7)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,522 @@
+"""Fine-tune SmolLM2-135M-Instruct with LoRA to complete CAD sequences (seed 004), and evaluate it.
+
+    python -m cadlab.train_autocomplete --minutes 80        # train (resumes the run, else the shipped adapter)
+    python -m cadlab.train_autocomplete --eval              # held-out table: base vs fine-tuned
+
+Data. Parts come from ``cadlab.autocomplete.sample_sequence``: training seeds ``0, 1, 2 ...`` in a
+fixed shuffled order, held-out seeds from ``HELD_OUT_START`` on. One micro-batch is one part:
+``part_example`` feeds the full text ``"Complete this CAD sequence: {caption}\\n" + serialize(full)``
++ the end token once, with every truncation the public script writes (``_tr_01 .. _tr_05``) as
+per-token weights, since teacher forcing gives all of them the same input. Parts whose text is
+longer than ``max_seq_length`` tokens are left out (counted in the log), never cut: a cut could
+leave a micro-batch without a label (the seed's NaN) and always drops the end of the completion.
+
+Loss. ``accumulation_step`` over ``accumulation`` parts: summed weighted token cross-entropy over
+the window's total weight, so the gradient is that of one batch and never NaN; logits only from
+the first labelled position on. LoRA (peft; ``cadlab.autocomplete.LoRALinear`` is the same thing by
+hand) with rank ``r`` on every projection of every layer; the base model stays frozen in fp32.
+Forward and backward run under bf16 autocast on the CPU (``--bf16``, the default).
+
+Optimisation: AdamW, linear warm-up, cosine decay driven by the fraction of the wall-clock budget
+used (``cadlab.train_cadrecode.learning_rate``), gradient norm clipped at 1. Checkpoints (adapter,
+optimizer, RNG, position in the data, log) go to ``RUN_DIR`` every few minutes; each also writes the
+shipped adapter (safetensors, fp16, peft's layout: ``PeftModel.from_pretrained`` loads it), its
+log JSON and loss curves into ``cadlab/weights/autocomplete-lora``. Training time adds up over runs.
+
+Evaluation (``evaluate``): for held-out parts and kept = 1/4, 1/2, 3/4 of their operations, the model
+writes the rest (greedy, or sampled at temperature 0.7 / top-p 0.9 after ``torch.manual_seed``);
+the kept text + the completion must pass ``json.loads`` (parse rate), build a solid through the
+sandbox (valid rate), and the solid is compared with the full part's by volume IoU, in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cadlab import autocomplete as ac
+from cadlab.models import cache_dir
+
+WEIGHTS_DIR = Path(__file__).parent / "weights" / "autocomplete-lora"
+RUN_DIR = cache_dir() / "autocomplete-lora-run"
+HELD_OUT_START = 1_000_000            # held-out part seeds; training seeds are 0 .. train_parts - 1
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FRACTIONS = (0.25, 0.5, 0.75)
+SAMPLING = {"temperature": 0.7, "top_p": 0.9}          # the seed's generate() settings
+KEEP_KEYS = ("eval", "memory")                         # log keys written by others: a checkpoint keeps them
+
+
+@dataclass
+class TrainSettings:
+    """Everything a run depends on. ``minutes`` is the wall-clock budget of this run (steps,
+    held-out losses and checkpoints); the cosine schedule follows the fraction of it used."""
+    minutes: float = 80.0
+    model: str = "SmolLM2-135M-Instruct"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    lr: float = 1e-3
+    warmup: int = 10
+    accumulation: int = 4                # parts (micro-batches of one part) per optimizer step
+    max_seq_length: int = 1024           # parts whose text (with the end token) is longer are left out
+    train_parts: int = 20_000            # the pool of training seeds (a run uses what its budget allows)
+    held_out_parts: int = 12             # held-out loss at each checkpoint
+    bf16: bool = True
+    gradient_checkpointing: bool = False
+    checkpoint_minutes: float = 6.0
+    seed: int = 0
+    max_steps: int | None = None         # tests: a step budget instead of the wall-clock budget
+    stop_after_steps: int | None = None  # stop this process after that many steps, the run left resumable
+    from_shipped: bool = True            # with no run state: start from the shipped adapter if there is one
+
+
+# --------------------------------------------------------------------------------------------
+# Model and adapter
+# --------------------------------------------------------------------------------------------
+def load_base(name: str = "SmolLM2-135M-Instruct"):
+    """(model, tokenizer) of the course's model, float32, in train mode, nothing trainable yet."""
+    from cadlab.models import load_lm
+
+    model, tokenizer = load_lm(name)
+    return model, tokenizer
+
+
+def lora_config(settings: TrainSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(TARGETS), bias="none", task_type="CAUSAL_LM")
+
+
+def save_adapter(model, folder: Path, dtype=torch.float16) -> int:
+    """The adapter alone into ``folder`` in peft's layout (``adapter_config.json`` +
+    ``adapter_model.safetensors``, weights cast to ``dtype``); returns the file's size in bytes."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(dtype).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(state, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    model.peft_config["default"].save_pretrained(folder)
+    return (folder / "adapter_model.safetensors").stat().st_size
+
+
+def has_adapter(folder: Path) -> bool:
+    return (Path(folder) / "adapter_config.json").exists() and (Path(folder) / "adapter_model.safetensors").exists()
+
+
+def attach_adapter(base, folder: Path, trainable: bool):
+    """``base`` with the adapter in ``folder`` (fp16 on disk, the model's dtype in memory)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
+
+
+def load_autocomplete(adapter_dir: Path = WEIGHTS_DIR, base=None, merge: bool = True):
+    """(model, tokenizer): the course's model with the shipped adapter, merged into the weights
+    (``merge=True``: a plain model again, as fast as the base) and in eval mode."""
+    if base is None:
+        base = load_base()
+    model, tokenizer = base
+    model = attach_adapter(model, Path(adapter_dir), trainable=False)
+    if merge:
+        model = model.merge_and_unload()
+    return model.eval(), tokenizer
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def training_order(settings: TrainSettings) -> list[int]:
+    """The training seeds in the order a run visits them (one fixed shuffle of the pool)."""
+    order = list(range(settings.train_parts))
+    random.Random(settings.seed).shuffle(order)
+    return order
+
+
+def part_micro_batch(tokenizer, seed: int, max_seq_length: int | None):
+    """``part_example`` of part ``seed``, or None when its text is longer than ``max_seq_length``."""
+    caption, full = ac.sample_sequence(seed)
+    example = ac.part_example(tokenizer, caption, full)
+    if max_seq_length is not None and len(example["input_ids"]) > max_seq_length:
+        return None
+    return example
+
+
+def held_out_seeds(n: int, tokenizer=None, max_seq_length: int | None = None) -> list[int]:
+    """The first ``n`` held-out seeds (from ``HELD_OUT_START``) whose text fits ``max_seq_length``."""
+    seeds, seed = [], HELD_OUT_START
+    while len(seeds) < n:
+        if tokenizer is None or part_micro_batch(tokenizer, seed, max_seq_length) is not None:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+@torch.no_grad()
+def held_out_loss(model, micro_batches) -> float:
+    """Weighted token cross-entropy (nats) over ``micro_batches``, as the training loss, no gradient."""
+    was = model.training
+    model.eval()
+    total, weight = 0.0, 0.0
+    for mb in micro_batches:
+        ids, labels, mask = ac._batch(mb)
+        w = ac._token_weights(mb, labels)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
+                                                ignore_index=-100, reduction="none")
+        total += float((nll * w).sum())
+        weight += float(w.sum())
+    model.train(was)
+    return total / weight
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+def draw_curves(ax, log: dict) -> None:
+    """Training loss per optimizer step (and smoothed) and held-out loss, against training minutes."""
+    train = log.get("train", [])
+    if train:
+        x, y = [r["seconds"] / 60 for r in train], [r["loss"] for r in train]
+        ax.plot(x, y, lw=0.6, alpha=0.35, label="train (per step)")
+        k = max(1, len(y) // 25)
+        ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), lw=1.5, label=f"train (mean of {k})")
+    val = log.get("val", [])
+    if val:
+        ax.plot([r["seconds"] / 60 for r in val], [r["loss"] for r in val], "o-", label="held-out")
+    ax.set_yscale("log")
+    ax.set_xlabel("training minutes (1 CPU thread)")
+    ax.set_ylabel("completion-token cross-entropy (nats)")
+    ax.set_title("LoRA r=8 on SmolLM2-135M-Instruct: CAD autocomplete")
+    ax.legend()
+
+
+def write_log(log: dict, out_dir: Path) -> None:
+    """``training_log.json`` in ``out_dir``; keys written by others (``KEEP_KEYS``) are kept."""
+    path = Path(out_dir) / "training_log.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        for key in KEEP_KEYS:
+            if key in old and key not in log:
+                log = {**log, key: old[key]}
+    path.write_text(json.dumps(log, indent=1))
+
+
+def save_shipped(model, log: dict, out_dir: Path) -> None:
+    from matplotlib.figure import Figure
+
+    size = save_adapter(model, Path(out_dir))
+    log["config"]["adapter_bytes"] = size
+    write_log(log, out_dir)
+    fig = Figure(figsize=(7, 4))
+    draw_curves(fig.subplots(), log)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "loss_curves.png", dpi=90)
+
+
+def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
+          base=None, progress: bool = True) -> dict:
+    """Train (or resume) the LoRA adapter; returns the log. ``base`` = (model, tokenizer) overrides
+    the course's model (tests pass a tiny one).
+
+    Resuming: if ``run_dir`` holds a run state, the run continues where its last checkpoint left it
+    (adapter, optimizer, RNG, data position, schedule). If that run had finished, a new run starts
+    from its adapter and optimizer. With no run state and ``settings.from_shipped``, a new run starts
+    from the shipped adapter in ``out_dir`` and its log (a fresh optimizer). ``log["runs"]`` lists
+    every run, ``log["total_seconds"]`` their sum."""
+    from cadlab.train_cadrecode import learning_rate
+    from peft import get_peft_model
+
+    settings = settings or TrainSettings()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    model, tokenizer = base if base is not None else load_base(settings.model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    state_path = run_dir / "state.pt"
+    if state_path.exists() and has_adapter(run_dir):
+        state = torch.load(state_path, weights_only=False)
+        model = attach_adapter(model, run_dir, trainable=True)
+        print(f"resuming the run in {run_dir} at step {state['step']}")
+    elif settings.from_shipped and has_adapter(out_dir) and (out_dir / "training_log.json").exists():
+        model = attach_adapter(model, out_dir, trainable=True)
+        log = json.loads((out_dir / "training_log.json").read_text())
+        for key in KEEP_KEYS:
+            log.pop(key, None)                      # an old evaluation no longer describes the adapter
+        state = {"step": log["train"][-1]["step"] if log.get("train") else 0, "cursor": log.get("cursor", 0),
+                 "log": log, "finished": True}
+        print(f"starting from the shipped adapter in {out_dir} (step {state['step']}; a fresh optimizer)")
+    else:
+        model = get_peft_model(model, lora_config(settings))
+        state = {"step": 0, "cursor": 0, "finished": True,
+                 "log": {"train": [], "val": [], "runs": [], "skipped_too_long": 0, "config": {}}}
+    log = state["log"]
+    if state.get("finished", True):                  # a new run: register it
+        log["runs"].append({"started_at_step": state["step"], "seconds": 0.0, "steps": 0,
+                            "settings": asdict(settings), "torch_threads": torch.get_num_threads()})
+        state.update(finished=False, run_index=len(log["runs"]) - 1)
+    run = log["runs"][state["run_index"]]
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, betas=(0.9, 0.999), weight_decay=0.0)
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    base_config = model.get_base_model().config
+    log["config"].update(model=settings.model, model_type=base_config.model_type, layers=base_config.num_hidden_layers,
+                         hidden_size=base_config.hidden_size, r=settings.r, alpha=settings.alpha,
+                         targets=list(TARGETS), trainable_parameters=sum(p.numel() for p in trainable),
+                         held_out_seeds=None, max_seq_length=settings.max_seq_length)
+    val_seeds = held_out_seeds(settings.held_out_parts, tokenizer, settings.max_seq_length)
+    log["config"]["held_out_seeds"] = val_seeds
+    val_batches = [part_micro_batch(tokenizer, s, None) for s in val_seeds]
+    order = training_order(settings)
+    seconds_before = sum(r["seconds"] for r in log["runs"]) - run["seconds"]
+    t_start, run_seconds_at_start = time.time(), run["seconds"]
+
+    def elapsed():
+        return run_seconds_at_start + time.time() - t_start
+
+    def checkpoint(finished: bool):
+        run["seconds"] = round(elapsed(), 1)
+        log["val"].append({"step": state["step"], "seconds": round(seconds_before + run["seconds"], 1),
+                           "loss": round(held_out_loss(model, val_batches), 5)})
+        run["seconds"] = round(elapsed(), 1)
+        log["total_seconds"] = round(sum(r["seconds"] for r in log["runs"]), 1)
+        log["cursor"] = state["cursor"]
+        save_adapter(model, run_dir, dtype=torch.float32)
+        state.update(optimizer=optimizer.state_dict(), rng=torch.get_rng_state(), log=log, finished=finished)
+        torch.save(state, state_path)
+        save_shipped(model, log, out_dir)
+        if progress:
+            print(f"checkpoint: step {state['step']}, held-out loss {log['val'][-1]['loss']:.4f}, "
+                  f"{log['total_seconds'] / 60:.1f} min in all", flush=True)
+
+    if not log["val"]:
+        log["val"].append({"step": state["step"], "seconds": 0.0, "loss": round(held_out_loss(model, val_batches), 5)})
+        if progress:
+            print(f"held-out loss before training: {log['val'][-1]['loss']:.4f}", flush=True)
+    budget = settings.minutes * 60.0
+    last_ckpt, steps_here = time.time(), 0
+    while True:
+        window = []
+        while len(window) < settings.accumulation:
+            seed = order[state["cursor"] % len(order)]
+            state["cursor"] += 1
+            example = part_micro_batch(tokenizer, seed, settings.max_seq_length)
+            if example is None:
+                log["skipped_too_long"] = log.get("skipped_too_long", 0) + 1
+                continue
+            window.append(example)
+        done_fraction = elapsed() / budget if settings.max_steps is None else run["steps"] / settings.max_steps
+        lr_now = learning_rate(done_fraction, run["steps"], settings.lr, settings.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        t0 = time.time()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+            out = ac.accumulation_step(model, window)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, 1.0))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        run["steps"] += 1
+        steps_here += 1
+        tokens = sum(len(mb["input_ids"]) for mb in window)
+        log["train"].append({"step": state["step"], "loss": round(out["loss"], 5), "lr": lr_now,
+                             "grad_norm": round(grad_norm, 4), "seconds": round(seconds_before + elapsed(), 1),
+                             "tokens": tokens, "step_seconds": round(time.time() - t0, 2)})
+        if progress:
+            print(f"step {state['step']}: loss {out['loss']:.4f}, lr {lr_now:.2e}, {tokens} tokens in "
+                  f"{time.time() - t0:.1f} s", flush=True)
+        done = elapsed() >= budget if settings.max_steps is None else run["steps"] >= settings.max_steps
+        stop = settings.stop_after_steps is not None and steps_here >= settings.stop_after_steps
+        if done or stop or time.time() - last_ckpt > settings.checkpoint_minutes * 60:
+            checkpoint(finished=done)
+            last_ckpt = time.time()
+        if done or stop:
+            break
+    return log
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def kept_for(n_ops: int, fraction: float) -> int:
+    """Operations kept at ``fraction`` of ``n_ops``: round half up, at least 1, at most n - 1."""
+    return max(1, min(n_ops - 1, math.floor(n_ops * fraction + 0.5)))
+
+
+@torch.no_grad()
+def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: bool = False, seed: int = 0,
+             batch_size: int = 16) -> list[str]:
+    """The model's continuation of each prompt, up to and including the close ``" ]}"`` (or the end
+    token, or ``max_new_tokens``). Left-padded batches; greedy, or the seed's sampling (temperature
+    0.7, top-p 0.9) after ``torch.manual_seed(seed + batch index)``."""
+    from transformers import GenerationConfig
+
+    eos = tokenizer.eos_token_id
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=eos, eos_token_id=eos,
+                              stop_strings=[ac.CLOSE], **(SAMPLING if sample else {}))
+    out = []
+    for b in range(0, len(prompts), batch_size):
+        encoded = [tokenizer(p)["input_ids"] for p in prompts[b:b + batch_size]]
+        width = max(map(len, encoded))
+        ids = torch.tensor([[eos] * (width - len(e)) + e for e in encoded])
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        if sample:
+            torch.manual_seed(seed + b)
+        generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=tokenizer)
+        for row in generated[:, width:]:
+            text = tokenizer.decode([t for t in row.tolist() if t != eos])
+            cut = text.find(ac.CLOSE)
+            out.append(text if cut < 0 else text[:cut + len(ac.CLOSE)])
+    return out
+
+
+def score_completion(full: dict, kept: int, completion: str, truth_mesh) -> dict:
+    """``{"parsed", "valid", "iou"}`` of the kept text + ``completion``: ``json.loads``, a solid from the
+    sandbox, and its volume IoU with ``truth_mesh`` in place (0 when invalid)."""
+    from cadlab.metrics import iou
+
+    text = ac.serialize(full, kept) + completion
+    try:
+        doc = ac.parse(text)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return {"parsed": False, "valid": False, "iou": 0.0}
+    result, _ = ac.build_solid(doc)
+    if result is None or not result.ok or result.mesh is None:
+        return {"parsed": True, "valid": False, "iou": 0.0}
+    try:
+        value = float(iou(truth_mesh, result.mesh, normalize=False))
+    except Exception:                        # noqa: BLE001 - a degenerate solid counts as invalid
+        return {"parsed": True, "valid": False, "iou": 0.0}
+    return {"parsed": True, "valid": True, "iou": value}
+
+
+def summarize(rows: list[dict]) -> dict:
+    n = len(rows)
+    valid = [r for r in rows if r["valid"]]
+    return {"n": n, "parse_rate": sum(r["parsed"] for r in rows) / n, "valid_rate": len(valid) / n,
+            "mean_iou": float(np.mean([r["iou"] for r in rows])),
+            "mean_iou_valid": float(np.mean([r["iou"] for r in valid])) if valid else None}
+
+
+def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", "sampled"), batch_size: int = 16,
+             seed: int = 0, progress: bool = True) -> dict:
+    """The held-out table of one model: for each decoding and kept fraction, parse rate, valid-solid
+    rate and mean IoU (invalid as 0; and over valid ones), overall and per family, and the rows.
+    ``max_new_tokens`` per batch is 1.3 x the longest true completion in it + 16."""
+    truths, items = {}, []
+    for s in seeds:
+        caption, full = ac.sample_sequence(s)
+        result, _ = ac.build_solid(full, timeout=30)
+        truths[s] = (caption, full, result.mesh)
+        text = ac.PROMPT.format(caption=caption) + ac.serialize(full)
+        n_full = len(tokenizer(text)["input_ids"]) + 1
+        for f in fractions:
+            kept = kept_for(len(full["sequence"]), f)
+            prompt = ac.PROMPT.format(caption=caption) + ac.serialize(full, kept)
+            items.append({"seed": s, "family": ac.family_of(s), "fraction": f, "kept": kept,
+                          "ops": len(full["sequence"]), "prompt": prompt,
+                          "truth_tokens": n_full - len(tokenizer(prompt)["input_ids"])})
+    items.sort(key=lambda it: it["truth_tokens"])
+    table = {"seeds": list(seeds), "fractions": list(fractions), "batch_size": batch_size, "seed": seed}
+    for decoding in decodings:
+        t0 = time.time()
+        rows = []
+        for b in range(0, len(items), batch_size):
+            chunk = items[b:b + batch_size]
+            budget = int(1.3 * max(it["truth_tokens"] for it in chunk)) + 16
+            texts = complete(model, tokenizer, [it["prompt"] for it in chunk], budget, sample=decoding == "sampled",
+                             seed=seed + b, batch_size=batch_size)
+            for it, text in zip(chunk, texts):
+                caption, full, mesh = truths[it["seed"]]
+                rows.append({k: v for k, v in it.items() if k != "prompt"} | {"completion": text}
+                            | score_completion(full, it["kept"], text, mesh))
+            if progress:
+                print(f"{decoding}: {len(rows)}/{len(items)} completions, {time.time() - t0:.0f} s", flush=True)
+        by_fraction = {str(f): summarize([r for r in rows if r["fraction"] == f]) for f in fractions}
+        families = sorted({r["family"] for r in rows})
+        table[decoding] = {"by_fraction": by_fraction, "seconds": round(time.time() - t0, 1),
+                           "by_family": {fam: summarize([r for r in rows if r["family"] == fam]) for fam in families},
+                           "rows": rows}
+    return table
+
+
+def print_table(result: dict) -> None:
+    for name in ("base", "fine_tuned"):
+        for decoding in ("greedy", "sampled"):
+            block = result.get(name, {}).get(decoding)
+            if not block:
+                continue
+            for f, s in block["by_fraction"].items():
+                print(f"{name:10s} {decoding:7s} kept={f:4s}: parse {s['parse_rate']:.2f}, valid {s['valid_rate']:.2f}, "
+                      f"mean IoU {s['mean_iou']:.3f} (n={s['n']})")
+
+
+def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned"),
+                   batch_size: int = 16, progress: bool = True) -> dict:
+    """``evaluate`` the base model and the shipped adapter on ``parts`` held-out parts; the table
+    goes into ``training_log.json`` under ``eval`` (written after each model)."""
+    path = Path(out_dir) / "training_log.json"
+    base_model, tokenizer = load_base()
+    seeds = held_out_seeds(parts, tokenizer, TrainSettings().max_seq_length)
+    log = json.loads(path.read_text()) if path.exists() else {}
+    result = log.get("eval") or {}
+    result.update(parts=parts, torch_threads=torch.get_num_threads(), held_out_start=HELD_OUT_START)
+    for name in which:
+        if name == "base":
+            model = base_model
+        else:
+            model, _ = load_autocomplete(out_dir, base=(base_model, tokenizer))
+            result["adapter_step"] = log.get("train", [{}])[-1].get("step") if log.get("train") else None
+        result[name] = evaluate(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress)
+        log = json.loads(path.read_text()) if path.exists() else {}
+        log["eval"] = result
+        path.write_text(json.dumps(log, indent=1))
+    return result
+
+
+def main(argv=None) -> int:
+    defaults = TrainSettings()
+    parser = argparse.ArgumentParser(prog="python -m cadlab.train_autocomplete", description=__doc__.split("\n")[0])
+    parser.add_argument("--eval", action="store_true", help="held-out table of the base model and the shipped adapter")
+    parser.add_argument("--which", nargs="+", default=["base", "fine_tuned"], help="--eval: base and/or fine_tuned")
+    parser.add_argument("--parts", type=int, default=16, help="--eval: held-out parts")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped adapter is written")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    for f in fields(TrainSettings):
+        if f.name in ("from_shipped", "bf16", "gradient_checkpointing"):
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                                default=f.default)
+        elif f.name != "model":
+            kind = float if isinstance(f.default, float) else int
+            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.eval:
+        print_table(run_evaluation(args.out, parts=args.parts, which=args.which))
+        return 0
+    names = {f.name for f in fields(TrainSettings)}
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
+    train(args.run_dir, args.out, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

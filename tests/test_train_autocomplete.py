@@ -1,0 +1,116 @@
+"""cadlab.train_autocomplete on a tiny random model: the log, the masked labels, resuming, the shipped
+adapter, and the evaluation's scoring."""
+
+import json
+
+import pytest
+import torch
+
+from cadlab import autocomplete as ac
+from cadlab import train_autocomplete as ta
+from cadlab.models import tiny_qwen2
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from cadlab.models import smollm2_folder
+
+    return AutoTokenizer.from_pretrained(smollm2_folder())
+
+
+def _base(tokenizer, seed=0):
+    return tiny_qwen2(seed=seed, vocab_size=len(tokenizer)), tokenizer
+
+
+def _settings(**kw):
+    base = dict(accumulation=2, held_out_parts=2, max_seq_length=700, bf16=False, warmup=1, lr=1e-2,
+                checkpoint_minutes=100.0, from_shipped=False, max_steps=4)
+    return ta.TrainSettings(**{**base, **kw})
+
+
+def _adapter(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_micro_batches_mask_the_prompt_and_skip_long_parts(tokenizer):
+    seeds = [s for s in range(12) if ta.part_micro_batch(tokenizer, s, 700) is None]
+    assert seeds, "some parts are longer than 700 tokens"
+    example = next(ta.part_micro_batch(tokenizer, s, 700) for s in range(12) if s not in seeds)
+    caption, _ = ac.sample_sequence(next(s for s in range(12) if s not in seeds))
+    prompt = len(tokenizer(ac.PROMPT.format(caption=caption))["input_ids"])
+    assert all(t == -100 for t in example["labels"][:prompt + 20])           # prompt and the first sketch
+    assert example["labels"][-1] == tokenizer.eos_token_id and example["weights"][-1] >= 1
+    assert all((w == 0) == (t == -100) for w, t in zip(example["weights"], example["labels"]))
+    assert ta.kept_for(2, 0.25) == ta.kept_for(2, 0.75) == 1
+    assert [ta.kept_for(6, f) for f in ta.FRACTIONS] == [2, 3, 5] and [ta.kept_for(8, f) for f in ta.FRACTIONS] == [2, 4, 6]
+
+
+def test_train_writes_the_log_and_a_loadable_adapter(tmp_path, tokenizer):
+    log = ta.train(tmp_path / "run", tmp_path / "out", _settings(), base=_base(tokenizer), progress=False)
+    assert [r["step"] for r in log["train"]] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 and r["tokens"] <= 2 * 700 for r in log["train"])
+    assert [v["step"] for v in log["val"]] == [0, 4] and log["val"][1]["loss"] < log["val"][0]["loss"]
+    assert log["skipped_too_long"] > 0 and log["runs"][0]["steps"] == 4 and log["total_seconds"] > 0
+    shipped = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert shipped["train"] == log["train"] and shipped["config"]["r"] == 8
+    assert shipped["config"]["trainable_parameters"] == 2 * 8 * (
+        (64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 3)                    # q, o; k, v; gate, up, down
+    weights = _adapter(tmp_path / "out")
+    assert all(v.dtype == torch.float16 for v in weights.values()) and len(weights) == 2 * 7 * 2
+    assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 1000
+    model, _ = ta.load_autocomplete(tmp_path / "out", base=_base(tokenizer))
+    assert not any("lora" in n for n, _ in model.named_parameters())      # merged into plain Linears
+
+
+def test_resume_continues_the_run_exactly(tmp_path, tokenizer):
+    straight = tmp_path / "a"
+    ta.train(straight / "run", straight / "out", _settings(), base=_base(tokenizer), progress=False)
+    cut = tmp_path / "b"
+    first = ta.train(cut / "run", cut / "out", _settings(stop_after_steps=2), base=_base(tokenizer), progress=False)
+    assert len(first["train"]) == 2
+    log = ta.train(cut / "run", cut / "out", _settings(), base=_base(tokenizer), progress=False)
+    assert [r["step"] for r in log["train"]] == [1, 2, 3, 4] and len(log["runs"]) == 1
+    a, b = _adapter(straight / "run"), _adapter(cut / "run")
+    assert set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    # a finished run, started again, is a new run from its adapter and optimizer
+    again = ta.train(cut / "run", cut / "out", _settings(max_steps=1), base=_base(tokenizer), progress=False)
+    assert len(again["runs"]) == 2 and again["train"][-1]["step"] == 5
+    assert again["total_seconds"] == pytest.approx(sum(r["seconds"] for r in again["runs"]), abs=0.2)
+
+
+def test_new_run_starts_from_the_shipped_adapter_and_keeps_the_eval(tmp_path, tokenizer):
+    ta.train(tmp_path / "run", tmp_path / "out", _settings(max_steps=1), base=_base(tokenizer), progress=False)
+    path = tmp_path / "out" / "training_log.json"
+    log = json.loads(path.read_text())
+    log["memory"] = {"rows": [1]}
+    path.write_text(json.dumps(log))
+    again = ta.train(tmp_path / "run2", tmp_path / "out", _settings(max_steps=1, from_shipped=True),
+                     base=_base(tokenizer), progress=False)
+    assert again["train"][-1]["step"] == 2 and len(again["runs"]) == 2
+    assert json.loads(path.read_text())["memory"] == {"rows": [1]}
+
+
+def test_score_completion_parses_builds_and_compares(tokenizer):
+    caption, full = ac.sample_sequence(4)
+    truth, _ = ac.build_solid(full, timeout=30)
+    kept = ta.kept_for(len(full["sequence"]), 0.5)
+    rest = ac.serialize(full)[len(ac.serialize(full, kept)):]
+    assert ta.score_completion(full, kept, rest, truth.mesh) == {"parsed": True, "valid": True, "iou": pytest.approx(1.0)}
+    assert ta.score_completion(full, kept, rest[:-3], truth.mesh) == {"parsed": False, "valid": False, "iou": 0.0}
+    closed = ta.score_completion(full, kept, ac.CLOSE, truth.mesh)        # stop right away: a part of the part
+    assert closed["parsed"] and closed["iou"] < 1.0
+
+
+def test_complete_stops_at_the_close_and_sampling_is_seeded(tokenizer):
+    model = tiny_qwen2(seed=3, vocab_size=len(tokenizer))
+    prompts = ["Complete this CAD sequence: A plate.\n{", "Complete this CAD sequence: A nut.\n{\"properties\""]
+    greedy = ta.complete(model, tokenizer, prompts, max_new_tokens=6)
+    assert greedy == ta.complete(model, tokenizer, prompts, max_new_tokens=6) and len(greedy) == 2
+    one = ta.complete(model, tokenizer, prompts, max_new_tokens=6, sample=True, seed=1)
+    assert one == ta.complete(model, tokenizer, prompts, max_new_tokens=6, sample=True, seed=1)
