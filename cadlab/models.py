@@ -258,9 +258,14 @@ def qwen25_tokenizer():
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
-def qwen25_config() -> Qwen2Config:
-    """Qwen2.5-0.5B-Instruct's architecture, written out from its published config.json."""
-    return Qwen2Config(
+def qwen25_config(**overrides) -> Qwen2Config:
+    """Qwen2.5-0.5B-Instruct's architecture, written out from its published config.json.
+
+    ``overrides`` replace fields before the config is built, e.g. ``num_hidden_layers=2,
+    hidden_size=64`` for a small random model of the same family (q/k/v biases, tied embeddings,
+    Qwen2.5's vocabulary and special-token ids) that the other-model tests point ``CADLAB_LM`` at.
+    """
+    settings = dict(
         vocab_size=151936,
         hidden_size=896,
         intermediate_size=4864,
@@ -280,6 +285,9 @@ def qwen25_config() -> Qwen2Config:
         eos_token_id=151645,
         dtype=torch.bfloat16,
     )
+    settings.update(overrides)
+    settings["max_window_layers"] = min(settings["max_window_layers"], settings["num_hidden_layers"])
+    return Qwen2Config(**settings)
 
 
 def tiny_qwen2(seed: int = 0, **overrides) -> Qwen2ForCausalLM:

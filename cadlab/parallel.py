@@ -434,9 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     flag("prompt", to=source, help="one prompt")
     flag("prompts-file", to=source, help="prompts in a .txt (one per line), .json (a list) or .jsonl file")
-    flag("model-path", default=None,
-         help="model folder or cached hub id (default: cadlab's load_lm(): $CADLAB_LM or the offline "
-              "SmolLM2-135M-Instruct)")
+    parser.add_argument("--model", "--model-path", "--model_path", dest="model_path", default=None,
+                        help="model folder or cached hub id (default: cadlab's load_lm(): $CADLAB_LM or the "
+                             "offline SmolLM2-135M-Instruct); --model, as in the other cadlab tools, or the "
+                             "seed's --model_path")
     flag("method", choices=["seed", "jacobi", "greedy"], default="seed")
     flag("add-eos-length", type=int, default=127, help="seed: placeholders per block (block = this + 1)")
     flag("refine-iter", type=int, default=2, help="seed: Jacobi passes per block")

@@ -1,0 +1,95 @@
+"""The course with the learner's own model: every notebook that loads the language model runs top to
+bottom with ``CADLAB_LM`` pointing at another chat model, and so do the command-line tools.
+
+The other model is Qwen2.5's family, built offline: ``qwen25_config`` with 2 layers and hidden size
+64 (so the notebooks' hard-coded layer numbers would fail), Qwen2.5's real tokenizer and vocabulary
+(151,936 ids), q/k/v biases and tied embeddings, random weights, saved with ``save_pretrained``.
+Its replies are noise, so what must hold for it are the identities the course proves (hand-written
+= library, cached = uncached, Jacobi = greedy); checks of SmolLM2's exact text run only for SmolLM2.
+The notebooks are executed, not compared with their stored outputs (those are SmolLM2's).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+# Every lesson that loads the language model (09 joins by itself once it calls load_lm).
+LM_NOTEBOOKS = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if "load_lm(" in p.read_text())
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory):
+    """A folder with a small random Qwen2.5-family chat model and Qwen2.5's tokenizer."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
+    from cadlab.models import qwen25_config, qwen25_tokenizer, randomize_
+
+    config = qwen25_config(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                           num_attention_heads=4, num_key_value_heads=2, dtype=torch.float32)
+    model = randomize_(Qwen2ForCausalLM(config), seed=0)
+    assert model.config.tie_word_embeddings and model.model.layers[0].self_attn.q_proj.bias is not None
+    folder = tmp_path_factory.mktemp("other-model") / "tiny-qwen25"
+    model.save_pretrained(folder)
+    qwen25_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _environment(model_folder: Path, cache: Path) -> dict[str, str]:
+    return {**os.environ, "CADLAB_LM": str(model_folder), "CADLAB_CACHE": str(cache),
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def test_the_lm_notebooks_are_found():
+    names = [p.name for p in LM_NOTEBOOKS]
+    for expected in ("01_qwen25_layers.ipynb", "02_sampling_loop.ipynb", "03_kv_cache.ipynb",
+                     "05_parallel_decoding.ipynb"):
+        assert expected in names, names
+
+
+@pytest.mark.parametrize("lesson", LM_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_with_another_model(lesson, other_model, tmp_path, monkeypatch):
+    """Executed in a kernel whose environment points CADLAB_LM at the other model: no cell may fail."""
+    from nbclient import NotebookClient
+
+    for name, value in _environment(other_model, tmp_path / "cache").items():
+        monkeypatch.setenv(name, value)
+    notebook = nbformat.read(lesson, as_version=4)
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()   # raises CellExecutionError, with the failing cell and traceback, on any error
+    printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                      for output in cell.get("outputs", []) if output.get("output_type") == "stream")
+    assert "SmolLM2-135M-Instruct (offline default" not in printed, "the notebook ignored CADLAB_LM"
+    assert str(other_model) in printed, "the notebook does not say which model is in use"
+
+
+def _run(argv, other_model, tmp_path):
+    result = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300,
+                            env=_environment(other_model, tmp_path / "cache"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_bench_decode_with_another_model(other_model, tmp_path):
+    result = _run(["-m", "cadlab.bench", "decode", "--model", str(other_model), "--new-tokens", "8",
+                   "--runs", "1"], other_model, tmp_path)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["model"] == str(other_model) and report["new_tokens"] == 8
+
+
+@pytest.mark.parametrize("method", ["jacobi", "greedy"])
+def test_iterative_generate_with_another_model(other_model, tmp_path, method):
+    output = tmp_path / "out.jsonl"
+    _run(["-m", "cadlab.cli", "iterative-generate", "--model", str(other_model), "--prompt",
+          "The capital of France is", "--method", method, "--block-size", "4", "--max-new-tokens", "8",
+          "--output-file", str(output), "--no-progress"], other_model, tmp_path)
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["prompt"] == "The capital of France is"
