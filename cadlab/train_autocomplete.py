@@ -267,8 +267,9 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
         state.update(finished=False, run_index=len(log["runs"]) - 1)
     run = log["runs"][state["run_index"]]
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        from cadlab.memory import _set_checkpointing
+
+        _set_checkpointing(model, True)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, betas=(0.9, 0.999), weight_decay=0.0)

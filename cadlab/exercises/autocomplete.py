@@ -1,0 +1,106 @@
+"""Self-checks for the exercises of 09_cad_autocomplete.ipynb (the boundary, the window's loss, LoRA's merge).
+
+The checks compare the learner's function with ``cadlab.autocomplete`` on hand-made cases that
+separate the right answer from the plausible wrong ones (a token that straddles the cut, a token
+that ends exactly at it, an empty micro-batch, micro-batches of unequal sizes, alpha vs alpha / r).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from cadlab.exercises import attempted
+
+# (offsets, cut, expected boundary): the first token that ends after character ``cut``
+BOUNDARY_CASES = [
+    ([(0, 3), (3, 5), (5, 6), (6, 9)], 5, 2),        # a token ends exactly at the cut: it is kept (masked)
+    ([(0, 3), (3, 5), (5, 6), (6, 9)], 4, 1),        # a token straddles the cut: the model must write it
+    ([(0, 2), (2, 4), (4, 7)], 0, 0),                # nothing kept: every token is a label
+    ([(0, 2), (2, 4), (4, 7)], 7, 3),                # everything kept: no label in the text
+    ([(0, 1), (1, 2), (2, 3), (3, 4), (4, 8), (8, 9)], 3, 3),
+]
+
+
+def check_boundary(fn) -> bool:
+    """``fn(offsets, cut) -> int``: the index of the first token whose span ends after ``cut``."""
+    if not attempted(fn, BOUNDARY_CASES[0][0], BOUNDARY_CASES[0][1]):
+        return False
+    for offsets, cut, expected in BOUNDARY_CASES:
+        got = fn(list(offsets), cut)
+        if got != expected:
+            raise AssertionError(
+                f"offsets {offsets}, cut at character {cut}: you return {got}, expected {expected}. The boundary is "
+                "the first token whose span (start, end) ends after the cut, end > cut: a token that ends exactly "
+                "at the cut belongs to the kept text, one that starts before it and ends after it must be predicted.")
+    print("check_boundary: passed - the boundary comes from the offsets of the full text, not from a second tokenization.")
+    return True
+
+
+def _window_cases():
+    g = torch.Generator().manual_seed(0)
+    nll = lambda n: torch.rand(n, generator=g) * 3 + 0.1
+    mask = lambda n, k: torch.tensor([False] * (n - k) + [True] * k)
+    return [
+        [(nll(8), mask(8, 3)), (nll(6), mask(6, 0)), (nll(10), mask(10, 7))],        # an empty micro-batch
+        [(nll(5), mask(5, 1)), (nll(9), mask(9, 9))],                                # 1 token vs 9 tokens
+        [(nll(4), mask(4, 0)), (nll(4), mask(4, 0))],                                # nothing to learn: None
+        [(nll(7), mask(7, 2)), (nll(7), mask(7, 5)), (nll(3), mask(3, 3))],
+    ]
+
+
+def _reference_window(micro_batches):
+    total = sum(int(m.sum()) for _, m in micro_batches)
+    if total == 0:
+        return None
+    return float(sum(float(l[m].sum()) for l, m in micro_batches) / total)
+
+
+def check_window_loss(fn) -> bool:
+    """``fn(micro_batches) -> float | None``: each micro-batch is (token losses, label mask); the window's loss is
+    the sum over every label token of the window over their number, None when there is none."""
+    cases = _window_cases()
+    if not attempted(fn, cases[0]):
+        return False
+    for case in cases:
+        expected, got = _reference_window(case), fn(case)
+        counts = [int(m.sum()) for _, m in case]
+        if expected is None:
+            if got is not None:
+                raise AssertionError(f"label tokens per micro-batch {counts}: there is nothing to learn, return None "
+                                     f"(not {got!r}: no backward, no optimizer step, and never NaN).")
+            continue
+        if got is None or not isinstance(got, (int, float)) or not math.isfinite(got):
+            raise AssertionError(f"label tokens per micro-batch {counts}: you return {got!r}; a window with label "
+                                 "tokens has a finite loss (skip the empty micro-batches, do not divide 0 by 0).")
+        if abs(got - expected) > 1e-5:
+            raise AssertionError(f"label tokens per micro-batch {counts}: you return {got:.5f}, expected {expected:.5f}. "
+                                 "Sum the token losses of the whole window and divide by the window's token count: "
+                                 "a mean of per-micro-batch means weighs one token as much as nine.")
+    print("check_window_loss: passed - one token, one vote, across the whole accumulation window; never NaN.")
+    return True
+
+
+def check_merged_weight(fn) -> bool:
+    """``fn(weight, lora_A, lora_B, alpha, r)``: the base weight with LoRA folded in, W + (alpha / r) B A."""
+    g = torch.Generator().manual_seed(1)
+    cases = [(torch.randn(6, 4, generator=g), torch.randn(2, 4, generator=g), torch.randn(6, 2, generator=g), 16.0, 2),
+             (torch.randn(5, 7, generator=g), torch.randn(8, 7, generator=g), torch.randn(5, 8, generator=g), 16.0, 8),
+             (torch.randn(3, 3, generator=g), torch.randn(4, 3, generator=g), torch.randn(3, 4, generator=g), 4.0, 4)]
+    if not attempted(fn, *(t.clone() if torch.is_tensor(t) else t for t in cases[0])):
+        return False
+    for weight, a, b, alpha, r in cases:
+        keep = weight.clone()
+        got = fn(weight, a, b, alpha, r)
+        if not torch.equal(weight, keep):
+            raise AssertionError("your function changed the base weight it was given; return a new tensor.")
+        expected = weight + (alpha / r) * (b @ a)
+        if tuple(got.shape) != tuple(expected.shape):
+            raise AssertionError(f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} (the base weight's: "
+                                 "out x in; lora_B is out x r, lora_A is r x in).")
+        if not torch.allclose(got, expected, atol=1e-5):
+            raise AssertionError(f"r={r}, alpha={alpha}: the merged weight differs by "
+                                 f"{float((got - expected).abs().max()):.3g}. It is W + (alpha / r) * B @ A.")
+    print("check_merged_weight: passed - W + (alpha / r) B A, the weight peft's merge_and_unload writes.")
+    return True
