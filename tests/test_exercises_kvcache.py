@@ -2,17 +2,13 @@
 plausible wrong answer fails. The notebook's stored solutions pass in a fresh namespace."""
 
 import math
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
 from cadlab.anatomy import head_dim_of
 from cadlab.exercises.kvcache import check_append_kv, check_decode_attention, check_kv_cache_bytes
 from cadlab.kvcache import append_kv, decode_attention, kv_cache_bytes
-
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_kv_cache.ipynb"
 
 
 def _stub(*_args):
@@ -167,32 +163,3 @@ def test_check_kv_cache_bytes_reports_a_stub_as_not_attempted(capsys):
 def test_check_kv_cache_bytes_fails_a_wrong_answer(name):
     with pytest.raises(AssertionError):
         check_kv_cache_bytes(BYTES_WRONG[name])
-
-
-# --- the notebook's exercise cells -------------------------------------------------------------
-
-def _exercise_cells():
-    return [c for c in nbformat.read(NOTEBOOK, as_version=4).cells if "exercise" in c.metadata.get("tags", [])]
-
-
-def test_notebook_has_three_exercises_with_solutions():
-    cells = _exercise_cells()
-    assert len(cells) == 3
-    for cell in cells:
-        assert cell.cell_type == "code" and "NotImplementedError" in cell.source
-        assert isinstance(cell.metadata.get("solution"), str) and "NotImplementedError" not in cell.metadata["solution"]
-
-
-@pytest.mark.parametrize("index", range(3))
-def test_notebook_solution_passes_in_a_fresh_namespace(index):
-    namespace = {}
-    exec(compile(_exercise_cells()[index].metadata["solution"], f"solution {index}", "exec"), namespace)
-    assert namespace["passed"] is True
-
-
-@pytest.mark.parametrize("index", range(3))
-def test_notebook_stub_runs_and_reports_not_attempted(index, capsys):
-    namespace = {}
-    exec(compile(_exercise_cells()[index].source, f"stub {index}", "exec"), namespace)
-    assert namespace["passed"] is False
-    assert "not attempted" in capsys.readouterr().out

@@ -1,8 +1,6 @@
 """Notebook 05's exercise checks: the reference (cadlab's own code, and the notebook's stored solutions)
 passes, a stub is "not attempted", and each plausible wrong answer fails."""
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,16 +8,9 @@ import torch
 from cadlab.exercises.parallel import check_jacobi_step, check_verified_prefix
 from cadlab.parallel import jacobi_step, verified_prefix
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_parallel_decoding.ipynb"
-
 
 def stub(*args):
     raise NotImplementedError
-
-
-def test_stubs_are_not_attempted(capsys):
-    assert check_jacobi_step(stub) is False and check_verified_prefix(stub) is False
-    assert capsys.readouterr().out.count("not attempted yet") == 2
 
 
 # ----------------------------------------------------------------------------- one Jacobi pass
@@ -92,18 +83,3 @@ def test_verified_prefix_batched_matches_rows():
     predicted = torch.tensor([1, 2, 3, 4]).expand(3, 4)
     assert verified_prefix(guess, predicted).tolist() == [verified_prefix(g, p) for g, p in zip(guess, predicted)]
     assert verified_prefix(guess, predicted).tolist() == [3, 1, 4]
-
-
-# ----------------------------------------------------------------------------- the notebook's cells
-
-
-def test_notebook_exercises_are_self_contained(capsys):
-    """Each exercise cell runs in a fresh namespace: its stub sets passed = False, its solution passed = True."""
-    cells = [c for c in json.loads(NOTEBOOK.read_text())["cells"] if "exercise" in c["metadata"].get("tags", [])]
-    assert len(cells) == 2
-    for cell in cells:
-        stub_ns, solution_ns = {}, {}
-        exec("".join(cell["source"]), stub_ns)
-        exec(cell["metadata"]["solution"], solution_ns)
-        assert stub_ns["passed"] is False and solution_ns["passed"] is True
-    assert capsys.readouterr().out.count("✓") == 2

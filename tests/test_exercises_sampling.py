@@ -1,39 +1,12 @@
 """The self-checks of notebook 02: each accepts the solution stored in the notebook, rejects a
 plausible wrong answer, and reports an untouched stub as "not attempted" (False)."""
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from cadlab import sampling
 from cadlab.exercises import sampling as checks
-
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_sampling_loop.ipynb"
-CHECKS = {"check_top_k", "check_top_p", "check_greedy_loop"}
-
-
-def exercise_cells():
-    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-    return [c for c in cells if "exercise" in c["metadata"].get("tags", [])]
-
-
-def test_every_check_has_an_exercise_cell():
-    used = {name for cell in exercise_cells() for name in CHECKS if name in cell["metadata"]["solution"]}
-    assert used == CHECKS
-
-
-@pytest.mark.parametrize("index", range(3))
-def test_stored_solution_passes_in_a_fresh_namespace_and_the_stub_does_not(index, capsys):
-    cell = exercise_cells()[index]
-    namespace = {}
-    exec(cell["metadata"]["solution"], namespace)  # noqa: S102 - our own notebook's solution text
-    assert namespace["passed"] is True
-    stub = {}
-    exec("".join(cell["source"]), stub)  # noqa: S102
-    assert stub["passed"] is False
-    assert "not attempted yet" in capsys.readouterr().out
 
 
 def _todo(*args):

@@ -119,3 +119,22 @@ def test_the_generator_refuses_solution_only_cells_and_exercises_without_a_solut
     nbformat.write(nbformat.v4.new_notebook(cells=[bare]), lesson)
     with pytest.raises(ValueError, match="metadata\\['solution'\\]"):
         make_solutions.solutions_notebook(lesson)
+
+
+@pytest.mark.parametrize("lesson, cell", EXERCISES, ids=[f"{lesson.stem[:2]}-{cell.get('id')}" for lesson, cell in EXERCISES])
+def test_each_untouched_stub_is_reported_not_attempted(lesson, cell, capsys):
+    """A learner who runs an exercise cell before writing anything gets ``passed = False`` and a
+    "not attempted yet" line, not a traceback."""
+    namespace = {}
+    exec(compile(cell["source"], f"{lesson.name}:{cell.get('id')} (stub)", "exec"), namespace)  # noqa: S102
+    assert namespace.get("passed") is False, f"{lesson.name} cell {cell.get('id')}: the stub must set passed = False"
+    assert "not attempted yet" in capsys.readouterr().out, f"{lesson.name} cell {cell.get('id')}"
+
+
+def test_every_check_in_the_package_is_used_by_an_exercise():
+    """Each ``check_*`` of ``cadlab.exercises`` is called by some lesson's exercise solution."""
+    defined = {name for module in (ROOT / "cadlab" / "exercises").glob("*.py")
+               for name in re.findall(r"^def (check_\w+)\(", module.read_text(), re.MULTILINE)}
+    used = {name for _, cell in EXERCISES for name in CHECK_CALL.findall(cell["metadata"]["solution"])}
+    used = {name.rstrip("(") for name in used}
+    assert defined - used == set(), f"checks no exercise uses: {sorted(defined - used)}"
