@@ -202,3 +202,47 @@ def architecture_summary(config) -> dict[str, object]:
         "q/k/v biases": bool(getattr(config, "attention_bias", config.model_type == "qwen2")),
         "context": config.max_position_embeddings,
     }
+
+
+# ---------------------------------------------------------------------------------------
+# Explorers (notebook 01): the numbers behind the widgets, computed once per prompt
+# ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def lens_top_tokens(model, hidden_states: list[torch.Tensor], layer: int, position: int, k: int = 5):
+    """The logit lens at one place: top-``k`` ``(token ids, probabilities)`` after ``layer`` layers.
+
+    p = softmax(rms_norm(h_layer[position]) * w_final @ W_lm_head^T), on the first row of
+    ``hidden_states`` (from ``manual_forward(..., return_hidden_states=True)``; ``hidden_states[0]``
+    is the embeddings, ``hidden_states[-1]`` the last layer's output, whose top token is the
+    model's own prediction). ``position`` may be negative, as in Python.
+    """
+    n_layers, seq = len(hidden_states) - 1, hidden_states[0].shape[1]
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"layer must be between 0 (the embeddings) and {n_layers}, got {layer}.")
+    if not -seq <= position < seq:
+        raise ValueError(f"position must index one of the {seq} tokens, got {position}.")
+    h = rms_norm(hidden_states[layer][0, position], model.model.norm.weight, model.config.rms_norm_eps)
+    probabilities = torch.softmax((h @ model.lm_head.weight.T).float(), dim=-1)
+    top = probabilities.topk(k)
+    return top.indices, top.values
+
+
+@torch.no_grad()
+def attention_weights(model, hidden_states: list[torch.Tensor], layer: int) -> torch.Tensor:
+    """[heads, seq, seq] attention weights of ``layer`` (0-based) on the first row of ``hidden_states``.
+
+    Recomputed from the residual stream entering that layer: ``attention_block`` on
+    ``rms_norm(hidden_states[layer])`` with the RoPE angles of positions 0..seq-1. Row q of head h
+    is softmax over keys 0..q of q_q . k_k / sqrt(d): each row sums to 1, the upper triangle is 0.
+    """
+    n_layers = len(hidden_states) - 1
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer must be between 0 and {n_layers - 1}, got {layer}.")
+    config = model.config
+    block = model.model.layers[layer]
+    h = hidden_states[layer][:1]
+    cos, sin = rope_cos_sin(torch.arange(h.shape[1])[None], head_dim_of(config), rope_theta_of(config), dtype=h.dtype)
+    x = rms_norm(h, block.input_layernorm.weight, config.rms_norm_eps)
+    return attention_block(block, x, cos, sin, config)[1][0]

@@ -567,3 +567,46 @@ def cache_update_seconds(config, context_len: int, static: bool, repeats: int = 
             cache.write(layer, k, k)
         seconds.append(time.perf_counter() - t0)
     return statistics.median(seconds[1:])
+
+
+# ---------------------------------------------------------------------------------------
+# Explorer (notebook 03): cache memory of published configs, from ``kv_cache_bytes``
+# ---------------------------------------------------------------------------------------
+
+# The only numbers the cache formula needs, written out from the models' published config.json
+# files (nothing is downloaded). ``parameters`` (tied embeddings counted once) is what those configs
+# build (tests/test_explorers.py counts them on the meta device); ``context`` is a length worth marking.
+PUBLISHED_CACHE_CONFIGS = {
+    "Qwen2.5-0.5B-Instruct": dict(
+        num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, hidden_size=896, head_dim=64,
+        parameters=494_032_768, context=32_768, note="max_position_embeddings",
+        source="huggingface.co/Qwen/Qwen2.5-0.5B-Instruct config.json (the same numbers as cadlab.models.qwen25_config)"),
+    "Qwen2-1.5B (CAD-Recode v1.5's backbone)": dict(
+        num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, hidden_size=1536, head_dim=128,
+        parameters=1_543_714_304, context=257 + 768, note="CAD-Recode's prompt (256 points + <|im_start|>) + the demo's max_new_tokens=768",
+        source="huggingface.co/Qwen/Qwen2-1.5B config.json: hidden 1536, 28 layers, 12 query / 2 KV heads "
+               "(the backbone named by filapro/cad-recode-v1.5; notebook 07, section 14)"),
+}
+
+
+def published_cache_config(name: str):
+    """A config-like object (the attributes ``kv_cache_bytes`` reads) for a ``PUBLISHED_CACHE_CONFIGS`` entry."""
+    from types import SimpleNamespace
+
+    if name not in PUBLISHED_CACHE_CONFIGS:
+        raise KeyError(f"unknown config {name!r}; known: {', '.join(PUBLISHED_CACHE_CONFIGS)}.")
+    entry = PUBLISHED_CACHE_CONFIGS[name]
+    return SimpleNamespace(**{key: value for key, value in entry.items() if key not in ("source", "note")})
+
+
+def cache_memory_curve(config, tokens, batch: int = 1, dtype=torch.bfloat16) -> dict[str, list[int]]:
+    """Cache bytes at each length in ``tokens``: with the model's KV heads (``kv_cache_bytes``) and
+    with full multi-head attention (``mha_cache_bytes``), for ``batch`` sequences of ``dtype``.
+
+    Both grow linearly in tokens and batch: bytes = layers * 2 * kv_heads * head_dim * element * tokens * batch.
+    Returns ``{"tokens": [...], "bytes": [...], "mha_bytes": [...]}``.
+    """
+    tokens = [int(t) for t in tokens]
+    return {"tokens": tokens,
+            "bytes": [kv_cache_bytes(config, t, batch, dtype) for t in tokens],
+            "mha_bytes": [mha_cache_bytes(config, t, batch, dtype) for t in tokens]}

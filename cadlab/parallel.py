@@ -364,6 +364,52 @@ def greedy_generate(model, input_ids, attention_mask=None, *, max_new_tokens, eo
 
 
 # ---------------------------------------------------------------------------------------
+# Explorer (notebook 05): one block, three ways
+# ---------------------------------------------------------------------------------------
+
+
+def _common_prefix(a: list, b: list) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def explore_block(model, input_ids, *, block_size, refine_iter, placeholder_id):
+    """One block of ``block_size`` tokens after a single prompt ``[1, P]``, decoded three ways.
+
+    - the Jacobi staircase (``jacobi_trajectory`` from ``placeholder_id``): ``states`` [passes + 1, m],
+      ``greedy`` (its fixed point, the greedy block) and ``first_final`` (per position, the pass after
+      which it holds its greedy token for good; the guarantee is ``first_final[i] <= i + 1``);
+    - the seed's method (``iterative_generate`` with ``add_eos_length = m - 1`` and ``refine_iter``
+      passes, placeholders = EOS = ``placeholder_id``): ``seed`` (the committed tokens, cut after an
+      EOS as the seed does), ``seed_correct`` (how many of them lead as in greedy) and ``guaranteed``
+      (min(refine_iter, m): what the passes prove);
+    - lossless Jacobi (``jacobi_generate``, no EOS stop): ``accepted_per_pass`` (tokens verified and
+      committed by each pass; they sum to m) and ``accepted_after_refine`` (what the first
+      ``refine_iter`` passes committed, all of them greedy tokens).
+    """
+    _check_int("block_size", block_size, 1)
+    _check_int("refine_iter", refine_iter, 1)
+    states = jacobi_trajectory(model, input_ids, block_size=block_size, init_token_id=placeholder_id)
+    greedy = states[-1]
+    final = states == greedy
+    first_final = [next(k for k in range(len(states)) if bool(final[k:, i].all())) for i in range(block_size)]
+    prompt_len = input_ids.shape[1]
+    seed = iterative_generate(model, input_ids, add_eos_length=block_size - 1, refine_iter=refine_iter,
+                              max_new_tokens=block_size, eos_token_id=placeholder_id,
+                              pad_token_id=placeholder_id)[0, prompt_len:]
+    _, stats = jacobi_generate(model, input_ids, block_size=block_size, max_new_tokens=block_size,
+                               eos_token_id=None, pad_token_id=placeholder_id)
+    accepted = stats["accepted_per_pass"]
+    return {"states": states, "greedy": greedy, "first_final": first_final, "seed": seed,
+            "seed_correct": _common_prefix(seed.tolist(), greedy.tolist()),
+            "guaranteed": min(refine_iter, block_size), "accepted_per_pass": accepted,
+            "accepted_after_refine": sum(accepted[:refine_iter])}
+
+
+# ---------------------------------------------------------------------------------------
 # The seed's demo CLI: cadlab iterative-generate / python -m cadlab.parallel
 # ---------------------------------------------------------------------------------------
 

@@ -190,3 +190,51 @@ class FourierPointEncoder(nn.Module):
             points = points.float()
         features = self.fourier_features(points)
         return self.projection(features.to(self.projection.weight.dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# Explorer (notebook 06): one cloud, its coverage and one Fourier feature, for a widget
+# --------------------------------------------------------------------------------------------
+SAMPLING_METHODS = ("farthest-point", "random")
+AXES = "xyz"
+
+
+def fourier_feature_column(axis: str, j: int, kind: str = "sin") -> int:
+    """Column of ``FourierPointEncoder.fourier_features`` holding ``kind(axis * 2**j)``.
+
+    Layout (51 columns): 0-2 xyz, then 24 sines ordered x f_0..x f_7, y f_0.., z f_0..z f_7,
+    then 24 cosines in the same order: column = 3 + 24 * (kind == "cos") + 8 * axis + j.
+    """
+    if axis not in AXES or kind not in ("sin", "cos"):
+        raise ValueError(f"axis must be one of {tuple(AXES)} and kind 'sin' or 'cos', got {axis!r}, {kind!r}.")
+    n = FourierPointEncoder.n_frequencies
+    if not 0 <= j < n:
+        raise ValueError(f"j must be between 0 and {n - 1} (frequencies 2**0 .. 2**{n - 1}), got {j}.")
+    return 3 + 3 * n * (kind == "cos") + n * AXES.index(axis) + j
+
+
+def explore_cloud(surface, n_points: int, method: str = "farthest-point", axis: str = "x", j: int = 0,
+                  kind: str = "sin", seed: int = 0) -> dict:
+    """Keep ``n_points`` of the surface samples ``surface`` (N, 3) and describe the result.
+
+    ``method``: "farthest-point" (``farthest_point_sampling`` from index 0, as CAD-Recode) or
+    "random" (a uniform subset without replacement, ``numpy.random.default_rng(seed)``).
+    Returns ``points`` (n_points, 3), their ``coverage`` radius over ``surface`` (smaller = fewer
+    gaps), and ``feature``: the values of kind(axis * 2**j) at the points (column
+    ``fourier_feature_column(axis, j, kind)`` of the encoder's features), with ``frequency`` 2**j.
+    """
+    surface = np.asarray(surface, dtype=np.float32)
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"method must be one of {SAMPLING_METHODS}, got {method!r}.")
+    if not 1 <= n_points <= len(surface):
+        raise ValueError(f"n_points must be between 1 and the {len(surface)} surface samples, got {n_points}.")
+    column = fourier_feature_column(axis, j, kind)
+    if method == "farthest-point":
+        order = farthest_point_sampling(torch.from_numpy(surface), n_points).numpy()
+    else:
+        order = np.random.default_rng(seed).choice(len(surface), n_points, replace=False)
+    points = surface[order]
+    angle = points[:, AXES.index(axis)] * np.float32(2.0 ** j)         # the encoder's float32 angle
+    feature = np.sin(angle) if kind == "sin" else np.cos(angle)
+    return {"points": points, "coverage": coverage_radius(points, surface), "feature": feature,
+            "column": column, "frequency": 2 ** j}
