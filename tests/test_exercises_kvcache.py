@@ -37,21 +37,6 @@ APPEND_WRONG = {
 }
 
 
-def test_check_append_kv_passes_the_library_unit():
-    assert check_append_kv(append_kv) is True
-
-
-def test_check_append_kv_reports_a_stub_as_not_attempted(capsys):
-    assert check_append_kv(_stub) is False
-    assert "not attempted" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", APPEND_WRONG)
-def test_check_append_kv_fails_a_wrong_answer(name):
-    with pytest.raises(AssertionError):
-        check_append_kv(APPEND_WRONG[name])
-
-
 # --- decode_attention --------------------------------------------------------------------------
 
 def _attention(q, keys, values, *, scale=None, tile=False, mask="offset", softmax_dim=-1):
@@ -107,21 +92,6 @@ def test_decode_attention_equals_sdpa_for_one_new_token_and_for_a_causal_chunk()
         decode_attention(q_all, k[:, :, :3], v[:, :, :3])
 
 
-def test_check_decode_attention_passes_the_library_unit():
-    assert check_decode_attention(decode_attention) is True
-
-
-def test_check_decode_attention_reports_a_stub_as_not_attempted(capsys):
-    assert check_decode_attention(_stub) is False
-    assert "not attempted" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("name", ATTENTION_WRONG)
-def test_check_decode_attention_fails_a_wrong_answer(name):
-    with pytest.raises(AssertionError):
-        check_decode_attention(ATTENTION_WRONG[name])
-
-
 # --- kv_cache_bytes ----------------------------------------------------------------------------
 
 def _bytes(config, seq_len, batch, dtype, *, heads="kv", factor=2, head_dim="config", element=None, layers=True,
@@ -150,16 +120,29 @@ def test_the_reference_bytes_helper_is_right():
     assert _bytes(qwen25_config(), 32_768, 2, torch.bfloat16) == kv_cache_bytes(qwen25_config(), 32_768, 2)
 
 
-def test_check_kv_cache_bytes_passes_the_library_unit():
-    assert check_kv_cache_bytes(kv_cache_bytes) is True
+# --- each check: passes the library unit, reports a stub, fails every wrong answer -------------
+
+CHECKS = {"append_kv": (check_append_kv, append_kv, APPEND_WRONG),
+          "decode_attention": (check_decode_attention, decode_attention, ATTENTION_WRONG),
+          "kv_cache_bytes": (check_kv_cache_bytes, kv_cache_bytes, BYTES_WRONG)}
+WRONG_ANSWERS = [(unit, wrong) for unit, (_, _, wrongs) in CHECKS.items() for wrong in wrongs]
 
 
-def test_check_kv_cache_bytes_reports_a_stub_as_not_attempted(capsys):
-    assert check_kv_cache_bytes(_stub) is False
+@pytest.mark.parametrize("unit", CHECKS)
+def test_check_passes_the_library_unit(unit):
+    check, reference, _ = CHECKS[unit]
+    assert check(reference) is True
+
+
+@pytest.mark.parametrize("unit", CHECKS)
+def test_check_reports_a_stub_as_not_attempted(unit, capsys):
+    check, _, _ = CHECKS[unit]
+    assert check(_stub) is False
     assert "not attempted" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", BYTES_WRONG)
-def test_check_kv_cache_bytes_fails_a_wrong_answer(name):
+@pytest.mark.parametrize("unit, wrong", WRONG_ANSWERS)
+def test_check_fails_a_wrong_answer(unit, wrong):
+    check, _, wrongs = CHECKS[unit]
     with pytest.raises(AssertionError):
-        check_kv_cache_bytes(BYTES_WRONG[name])
+        check(wrongs[wrong])

@@ -72,12 +72,19 @@ def test_learning_rate_schedule():
     assert learning_rate(1.0, 500, 1e-3, 10) == pytest.approx(5e-5)
 
 
+# One model-and-data setting for the training tests: a 1-layer model on 6 programs with random clouds.
+SMALL = dict(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, batch_size=6, lr=1e-2,
+             warmup=1, checkpoint_minutes=1e6)
+
+
+def six_programs(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"codes": [generate_program(s) for s in range(6)],
+            "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
+
+
 def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
-    rng = np.random.default_rng(0)
-    codes = [generate_program(s) for s in range(6)]
-    data = {"codes": codes, "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
-    small = dict(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, batch_size=6, lr=1e-2,
-                 warmup=1, checkpoint_minutes=1e6)
+    data, small = six_programs(0), SMALL
     log = train(tmp_path / "run", tmp_path / "out", TrainSettings(max_steps=12, **small), data=data, val=data,
                 progress=False)
     losses = [r["loss"] for r in log["train"]]
@@ -96,11 +103,7 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
 
 
 def test_a_new_run_starts_from_the_shipped_model_and_adds_up_its_time(tmp_path):
-    rng = np.random.default_rng(2)
-    codes = [generate_program(s) for s in range(6)]
-    data = {"codes": codes, "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
-    small = dict(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, batch_size=6, lr=1e-2,
-                 warmup=1, checkpoint_minutes=1e6)
+    data, small = six_programs(2), SMALL
     first = train(tmp_path / "run1", tmp_path / "out", TrainSettings(max_steps=6, **small), data=data, val=data,
                   progress=False)
     shipped = CADRecode.from_pretrained(tmp_path / "out").state_dict()
