@@ -49,8 +49,12 @@ QWEN2_PRETOKENIZER_REGEX = (
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-# ChatML, as Qwen2.5 uses it (tool calling left out): a default system turn, then
-# <|im_start|>role\ncontent<|im_end|>\n per message, then the assistant's opening.
+# ChatML, as Qwen2.5 uses it for plain chats: a default system turn, then
+# <|im_start|>role\ncontent<|im_end|>\n per message, then the assistant's opening. Qwen2.5's published
+# template also renders what this short one leaves out: a `tools` list (a "# Tools" section with the
+# function signatures in <tools></tools> inside the system turn), an assistant message's `tool_calls`
+# (each a JSON object in <tool_call></tool_call>) and `tool` messages (grouped into one user turn, each in
+# <tool_response></tool_response>). Contents must be strings here; list-style contents are not rendered.
 QWEN25_CHAT_TEMPLATE = (
     "{%- if not messages or messages[0]['role'] != 'system' %}"
     "{{- '<|im_start|>system\\n" + QWEN25_DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
