@@ -751,7 +751,7 @@ def seed_accumulation_step(model, micro_batches) -> list[float]:
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         if not torch.isnan(loss):
             (loss / len(micro_batches)).backward()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -901,3 +901,55 @@ def lora_state_dict(model: nn.Module) -> dict:
 
 def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def lora_parity(make_model, targets=("q_proj", "v_proj"), r: int = 8, alpha: float = 16, seed: int = 0,
+                length: int = 16) -> dict:
+    """Our ``LoRALinear`` against peft's LoRA on two copies of ``make_model()`` (same seed for both inits).
+
+    B is set to the same random non-zero matrix in both (a fresh B is zero, which would make the
+    gradient of A zero on both sides), then one forward and backward on random tokens. Returns the
+    max |difference| of the initial A, the logits, the gradients of A and of B, and the merged
+    weights (``merge_lora`` vs ``merge_and_unload``), the size of A's gradient and of the merge's
+    change (so that a 0 difference is not 0 against 0), and both trainable-parameter counts."""
+    from peft import LoraConfig, get_peft_model
+
+    ours, theirs = make_model().train(), make_model().train()
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    torch.manual_seed(seed)
+    add_lora(ours, targets, r=r, alpha=alpha)
+    torch.manual_seed(seed)
+    theirs = get_peft_model(theirs, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets)))
+    mine = {n: m for n, m in ours.named_modules() if isinstance(m, LoRALinear)}
+    peft_layers = {n.removeprefix("base_model.model."): m for n, m in theirs.named_modules()
+                   if isinstance(getattr(m, "lora_A", None), nn.ModuleDict)}
+    if set(mine) != set(peft_layers):
+        raise AssertionError("our LoRA and peft's wrapped different layers")
+    out = {"layers": len(mine),
+           "init_A": max(float((mine[n].lora_A.weight - peft_layers[n].lora_A["default"].weight).detach().abs().max())
+                         for n in mine)}
+    g = torch.Generator().manual_seed(seed + 1)
+    for n in mine:
+        b = torch.randn(mine[n].lora_B.weight.shape, generator=g) * 0.05
+        with torch.no_grad():
+            mine[n].lora_B.weight.copy_(b)
+            peft_layers[n].lora_B["default"].weight.copy_(b)
+    vocab = ours.config.vocab_size
+    ids = torch.randint(3, vocab, (2, length), generator=g)
+    a, b = ours(input_ids=ids, labels=ids), theirs(input_ids=ids, labels=ids)
+    out["logits"] = float((a.logits - b.logits).abs().max())
+    a.loss.backward()
+    b.loss.backward()
+    out["grad_A"] = max(float((mine[n].lora_A.weight.grad - peft_layers[n].lora_A["default"].weight.grad).abs().max())
+                        for n in mine)
+    out["grad_B"] = max(float((mine[n].lora_B.weight.grad - peft_layers[n].lora_B["default"].weight.grad).abs().max())
+                        for n in mine)
+    out["grad_A_size"] = max(float(mine[n].lora_A.weight.grad.abs().max()) for n in mine)
+    out["trainable"] = (trainable_parameters(ours), theirs.get_nb_trainable_parameters()[0])
+    merged_ours = merge_lora(ours).state_dict()
+    merged_theirs = theirs.merge_and_unload().state_dict()
+    if set(merged_ours) != set(merged_theirs):
+        raise AssertionError("the merged models have different keys")
+    out["merged"] = max(float((merged_ours[k] - merged_theirs[k]).abs().max()) for k in merged_ours)
+    out["merge_changed"] = max(float((merged_ours[k] - before[k]).abs().max()) for k in merged_ours)
+    return out

@@ -6,6 +6,7 @@
     cadlab babygpt [--max-new-tokens N] [--temperature T]                (notebook 04)
     cadlab train-babygpt [--steps N] ...                                 (notebook 04)
     cadlab train-cadrecode [--minutes M] ... | --eval                    (notebook 07)
+    cadlab train-autocomplete [--minutes M] ... | --eval                 (notebook 09)
 
 Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
 ``python -m cadlab.bench decode`` do the same thing. Flags are dashed (``--max-new-tokens``);
@@ -25,6 +26,7 @@ COMMANDS = {
     "babygpt": ("cadlab.babygpt.__main__", "babyGPT's interactive prompt: type a prompt, read its continuation"),
     "train-babygpt": ("cadlab.babygpt.train", "train babyGPT on the bundled Shakespeare corpus"),
     "train-cadrecode": ("cadlab.train_cadrecode", "train (or --eval) the mini CAD-Recode on synthetic parts"),
+    "train-autocomplete": ("cadlab.train_autocomplete", "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
 }
 
 

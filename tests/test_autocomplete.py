@@ -357,46 +357,7 @@ def test_lora_linear_starts_as_the_base_and_merges():
 
 
 def lora_parity(r=8, alpha=16, seed=0):
-    """Our LoRA and peft's on two copies of tiny_qwen2 (q_proj, v_proj): max |difference| of the
-    initial A, the logits, the gradients of A and B, and the merged weights; both trainable counts."""
-    from peft import LoraConfig, get_peft_model
-
-    ours, theirs = tiny_qwen2(seed=3).train(), tiny_qwen2(seed=3).train()
-    torch.manual_seed(seed)
-    ac.add_lora(ours, ("q_proj", "v_proj"), r=r, alpha=alpha)
-    torch.manual_seed(seed)
-    theirs = get_peft_model(theirs, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
-                                               target_modules=["q_proj", "v_proj"]))
-    mine = {n: m for n, m in ours.named_modules() if isinstance(m, ac.LoRALinear)}
-    peft_layers = {n.removeprefix("base_model.model."): m for n, m in theirs.named_modules() if hasattr(m, "lora_A")
-                   and isinstance(getattr(m, "lora_A"), torch.nn.ModuleDict)}
-    assert set(mine) == set(peft_layers) and len(mine) == 4
-    out = {"init_A": max(float((mine[n].lora_A.weight - peft_layers[n].lora_A["default"].weight).detach().abs().max())
-                         for n in mine)}
-    g = torch.Generator().manual_seed(seed + 1)
-    for n in mine:                                             # the same non-zero B in both
-        b = torch.randn(mine[n].lora_B.weight.shape, generator=g) * 0.05
-        with torch.no_grad():
-            mine[n].lora_B.weight.copy_(b)
-            peft_layers[n].lora_B["default"].weight.copy_(b)
-    ids = torch.randint(3, 256, (2, 16), generator=g)
-    a, b = ours(input_ids=ids, labels=ids), theirs(input_ids=ids, labels=ids)
-    out["logits"] = float((a.logits - b.logits).abs().max())
-    a.loss.backward()
-    b.loss.backward()
-    out["grad_A"] = max(float((mine[n].lora_A.weight.grad - peft_layers[n].lora_A["default"].weight.grad).abs().max())
-                        for n in mine)
-    out["grad_B"] = max(float((mine[n].lora_B.weight.grad - peft_layers[n].lora_B["default"].weight.grad).abs().max())
-                        for n in mine)
-    out["grad_A_size"] = max(float(mine[n].lora_A.weight.grad.abs().max()) for n in mine)
-    out["trainable"] = (ac.trainable_parameters(ours), theirs.get_nb_trainable_parameters()[0])
-    merged_ours = ac.merge_lora(ours).state_dict()
-    merged_theirs = theirs.merge_and_unload().state_dict()
-    assert set(merged_ours) == set(merged_theirs)
-    out["merged"] = max(float((merged_ours[k] - merged_theirs[k]).abs().max()) for k in merged_ours)
-    out["merge_changed"] = max(float((merged_ours[k] - tiny_qwen2(seed=3).state_dict()[k]).abs().max())
-                               for k in merged_ours)
-    return out
+    return ac.lora_parity(lambda: tiny_qwen2(seed=3), ("q_proj", "v_proj"), r=r, alpha=alpha, seed=seed)
 
 
 def test_lora_by_hand_equals_peft():

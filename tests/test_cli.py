@@ -6,7 +6,8 @@ import pytest
 
 from cadlab import cli
 
-TOOLS = ["reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode"]
+TOOLS = ["reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode",
+         "train-autocomplete"]
 
 
 def test_help_lists_every_command(capsys):
