@@ -32,6 +32,7 @@ sandbox (valid rate), and the solid is compared with the full part's by volume I
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import random
@@ -458,6 +459,28 @@ def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", 
     return table
 
 
+@torch.no_grad()
+def loss_by_kind(model, tokenizer, seeds) -> dict:
+    """Held-out weighted loss (as in training) split by the kind of token predicted: ``digits`` (the
+    numbers: sizes, positions, extents) and ``structure`` (keys, brackets, names, the end token)."""
+    digits = torch.tensor(sorted(i for t, i in tokenizer.get_vocab().items() if t.isdigit()))
+    sums, counts = {"all": 0.0, "digits": 0.0, "structure": 0.0}, {"all": 0.0, "digits": 0.0, "structure": 0.0}
+    model.eval()
+    for seed in seeds:
+        mb = part_micro_batch(tokenizer, seed, None)
+        ids, labels, mask = ac._batch(mb)
+        w = ac._token_weights(mb, labels)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
+                                                ignore_index=-100, reduction="none")
+        is_digit = torch.isin(labels[:, 1:], digits)
+        for kind, select in (("all", torch.ones_like(is_digit)), ("digits", is_digit), ("structure", ~is_digit)):
+            sums[kind] += float((nll * w * select).sum())
+            counts[kind] += float((w * select).sum())
+    return {k: round(sums[k] / max(counts[k], 1e-9), 4) for k in sums} | {
+        "digit_share": round(counts["digits"] / counts["all"], 4)}
+
+
 def print_table(result: dict) -> None:
     for name in ("base", "fine_tuned"):
         for decoding in ("greedy", "sampled"):
@@ -479,12 +502,15 @@ def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", 
     log = json.loads(path.read_text()) if path.exists() else {}
     result = log.get("eval") or {}
     result.update(parts=parts, torch_threads=torch.get_num_threads(), held_out_start=HELD_OUT_START)
+    kinds = result.setdefault("loss_by_kind", {})
+    kinds["base"] = loss_by_kind(base_model, tokenizer, seeds)
+    tuned = None
+    if has_adapter(out_dir):
+        tuned, _ = load_autocomplete(out_dir, base=(copy.deepcopy(base_model), tokenizer))
+        kinds["fine_tuned"] = loss_by_kind(tuned, tokenizer, seeds)
+        result["adapter_step"] = log["train"][-1]["step"] if log.get("train") else None
     for name in which:
-        if name == "base":
-            model = base_model
-        else:
-            model, _ = load_autocomplete(out_dir, base=(base_model, tokenizer))
-            result["adapter_step"] = log.get("train", [{}])[-1].get("step") if log.get("train") else None
+        model = base_model if name == "base" else tuned
         result[name] = evaluate(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress)
         log = json.loads(path.read_text()) if path.exists() else {}
         log["eval"] = result

@@ -114,3 +114,13 @@ def test_complete_stops_at_the_close_and_sampling_is_seeded(tokenizer):
     assert greedy == ta.complete(model, tokenizer, prompts, max_new_tokens=6) and len(greedy) == 2
     one = ta.complete(model, tokenizer, prompts, max_new_tokens=6, sample=True, seed=1)
     assert one == ta.complete(model, tokenizer, prompts, max_new_tokens=6, sample=True, seed=1)
+
+
+def test_loss_by_kind_splits_digits_from_structure(tokenizer):
+    model = tiny_qwen2(seed=4, vocab_size=len(tokenizer))
+    kinds = ta.loss_by_kind(model, tokenizer, [1, 2])
+    assert 0.05 < kinds["digit_share"] < 0.5                      # numbers: a minority of the tokens
+    low, high = sorted((kinds["digits"], kinds["structure"]))
+    assert low <= kinds["all"] <= high
+    assert kinds["all"] == pytest.approx(kinds["digits"] * kinds["digit_share"]
+                                         + kinds["structure"] * (1 - kinds["digit_share"]), rel=1e-3)
