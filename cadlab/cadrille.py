@@ -670,3 +670,149 @@ def write_programs(codes: list[str], stems: list[str], out_dir, n_samples: int =
         paths.append(path)
     return paths
 
+
+
+# --------------------------------------------------------------------------------------------
+# The course's mini Cadrille (trained by ``python -m cadlab.train_cadrille``), one part at a time
+# --------------------------------------------------------------------------------------------
+MINI_CADRILLE_DIR = Path(__file__).parent / "weights" / "mini-cadrille"
+MODES = ("pc", "img", "text")
+
+
+def load_cadrille(path=None, dtype=torch.float32):
+    """``(model, processor)`` of the mini Cadrille shipped in ``cadlab/weights/mini-cadrille`` (or a folder
+    saved by ``cadlab.train_cadrille``), eval mode; the processor holds the folder's tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(path) if path is not None else MINI_CADRILLE_DIR
+    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"load_cadrille: {folder} holds no saved Cadrille (model.safetensors and "
+                                "tokenizer.json); train one with `python -m cadlab.train_cadrille`.")
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = Cadrille.from_pretrained(folder, dtype=dtype)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+    tokenizer = _set_roles(PreTrainedTokenizerFast.from_pretrained(folder))
+    token_ids(tokenizer)
+    return model.eval(), CadrilleProcessor(tokenizer)
+
+
+def mode_item(mode: str, mesh=None, text: str | None = None, points=None, picture=None) -> dict:
+    """Cadrille's input for one part: ``pc`` (256 points of ``mesh`` as CAD-Recode samples them, or ``points``),
+    ``img`` (``cadlab.render.render_views(mesh)``, or ``picture``) or ``text`` (``text``)."""
+    if mode == "pc":
+        if points is None:
+            from cadlab.pointcloud import mesh_to_point_cloud
+
+            points = mesh_to_point_cloud(mesh, n_points=N_POINTS, seed=0)
+        return {"point_cloud": np.asarray(points, dtype=np.float32)}
+    if mode == "img":
+        if picture is None:
+            from cadlab.render import render_views
+
+            picture = render_views(mesh)
+        return {"video": [picture]}
+    if mode == "text":
+        if not text or not text.strip():
+            raise ValueError("text mode needs a description.")
+        return {"description": text}
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+
+
+def main_reconstruct(argv) -> int:
+    """``cadlab reconstruct --model cadrille --mode pc|img|text [PART.stl] [--text "..."]`` (issue 11).
+
+    pc and img read PART.stl (its 256-point cloud, or its four rendered views); text reads ``--text``.
+    Greedy decoding, as Cadrille's test script. The program goes to stdout and to DIR/STEM.py (STEM is the
+    part's name, or ``text``); the rest to stderr. Exit status: 0 a valid solid, 1 bad input (unreadable
+    mesh, missing model), 2 bad arguments (``--mode text`` without ``--text``, ``--text`` with pc/img, a
+    part with text, no part with pc/img), 3 the program gives no valid solid.
+    """
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(
+        prog="cadlab reconstruct --model cadrille",
+        description="Reconstruct a CAD part as CadQuery code with the course's mini Cadrille, from the part's "
+                    "point cloud (--mode pc), its four rendered views (--mode img) or a description (--mode text).",
+        epilog="Exit status: 0 valid solid, 1 bad input, 2 bad arguments, 3 no valid solid.")
+    parser.add_argument("part", metavar="PART.stl", nargs="?", help="the mesh (pc and img modes)")
+    parser.add_argument("--model", required=True, help="'cadrille' (the shipped mini Cadrille) or a folder")
+    parser.add_argument("--mode", required=True, choices=MODES, help="which input Cadrille reads")
+    parser.add_argument("--text", default=None, help="the description (text mode only)")
+    parser.add_argument("-o", "--output", metavar="DIR", default=".", help="output folder (default: .)")
+    parser.add_argument("--max-new-tokens", type=int, default=768)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+    def usage_error(message: str) -> int:
+        print(f"cadlab reconstruct: error: {message}", file=sys.stderr)
+        return 2
+
+    if args.mode == "text":
+        if args.text is None or not args.text.strip():
+            return usage_error('--mode text needs a description: --text "a plate 200 by 100, 10 thick, ..."')
+        if args.part is not None:
+            return usage_error(f"--mode text reads --text, not a part file ({args.part}); drop the file or use "
+                               "--mode pc / --mode img.")
+    else:
+        if args.text is not None:
+            return usage_error(f"--text is for --mode text only; --mode {args.mode} reads PART.stl.")
+        if args.part is None:
+            return usage_error(f"--mode {args.mode} needs a part: cadlab reconstruct PART.stl --model cadrille "
+                               f"--mode {args.mode}")
+    if args.max_new_tokens < 1:
+        return usage_error(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+
+    from cadlab.cadexec import run_cadquery
+    from cadlab.reconstruct import closed_solid, why_invalid
+
+    mesh = None
+    if args.part is not None:
+        from cadlab.pointcloud import load_mesh, normalize_mesh
+
+        try:
+            mesh = load_mesh(args.part)
+            normalize_mesh(mesh)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"cadlab reconstruct: error: {error}", file=sys.stderr)
+            return 1
+    folder = Path(args.output)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        model, processor = load_cadrille(None if args.model == "cadrille" else args.model)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"cadlab reconstruct: error: {error}", file=sys.stderr)
+        return 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)              # a few-million-parameter model: one thread is fastest
+    try:
+        start = time.perf_counter()
+        item = mode_item(args.mode, mesh=mesh, text=args.text)
+        code = generate_code(model, processor, [item], max_new_tokens=args.max_new_tokens)[0]
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    stem = Path(args.part).stem if args.part else "text"
+    (folder / f"{stem}.py").write_text(code)
+    print(code, end="" if code.endswith("\n") else "\n")
+    result = run_cadquery(code)
+    solid = closed_solid(result)
+    print(f"wrote {folder / f'{stem}.py'}; generation {seconds:.2f} s ({args.mode} mode)", file=sys.stderr)
+    if solid is None:
+        print(f"cadlab reconstruct: the program gives no valid solid: {why_invalid(result)[:300]}", file=sys.stderr)
+        return 3
+    if mesh is not None:
+        from cadlab.metrics import CD_SCALE, chamfer_distance, iou
+
+        print(f"IoU {iou(mesh, solid):.3f}, Chamfer x1000 {chamfer_distance(mesh, solid) * CD_SCALE:.3f} "
+              "to the input mesh (papers' frame)", file=sys.stderr)
+    solid.export(folder / f"{stem}_pred.stl")
+    return 0

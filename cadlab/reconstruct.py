@@ -2,6 +2,7 @@
 
     cadlab reconstruct PART.stl [-o DIR] [--samples K] [--no-fit] [--seed S] [--model PATH]
     cadlab reconstruct PART.stl --samples 1 --no-fit     (plain greedy decoding, as the demo)
+    cadlab reconstruct [PART.stl] --model cadrille --mode pc|img|text [--text "..."]   (the mini Cadrille)
     python -m cadlab.reconstruct PART.stl ...            (the same command)
 
 The road (``reconstruct``), the one generate -> sandbox -> score path of the course::
@@ -566,11 +567,22 @@ def run(args, out=None, err=None) -> int:
     return 0
 
 
+def _cadrille_requested(argv) -> bool:
+    """Issue 11: ``--model cadrille`` (or ``--mode``/``--text``) selects the mini Cadrille's command."""
+    return any(a in ("--mode", "--text") or a.startswith(("--mode=", "--text=", "--model=cadrille")) for a in argv) \
+        or any(a == "--model" and b == "cadrille" for a, b in zip(argv, argv[1:]))
+
+
 def main(argv=None) -> int:
     """``cadlab reconstruct`` with ``argv`` (without the program name); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _cadrille_requested(argv):      # --model cadrille --mode pc|img|text: cadlab.cadrille.main_reconstruct
+        from cadlab.cadrille import main_reconstruct
+
+        return main_reconstruct(argv)
     parser = build_parser()
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+        args = parser.parse_args(argv)
     except SystemExit as exit_:        # argparse has printed the usage and the problem (or --help)
         return int(exit_.code or 0)
     try:

@@ -1,0 +1,611 @@
+"""Train the course's mini Cadrille on synthetic parts, in all three modes, and evaluate it per mode.
+
+    python -m cadlab.train_cadrille --minutes 30 --threads 1    # build the data, train (resumes its run)
+    python -m cadlab.train_cadrille --eval --shapes 60          # held-out metrics per mode into the log
+
+The model. A tiny Qwen2-VL (``cadlab.cadrille.Cadrille``): its language model is the mini CAD-Recode's
+(``load_language_model``: same tokenizer plus Qwen2-VL's special tokens, same backbone shape), its point
+encoder is the mini CAD-Recode's, and its vision tower (Qwen2-VL's, a few blocks wide enough for
+268 x 268 pictures) is trained from scratch. The copy is exact on text because with text-only
+positions Qwen2-VL's mrope is 1-D RoPE: all three position rows are equal, so every one of the
+``head_dim / 2`` rotation frequencies turns by ``p * theta_j`` whichever axis (t, h, w) it belongs to,
+which is RoPE's rotation. ``check_text_mrope`` asserts it on the real models before training
+(cos/sin equal exactly, and Cadrille's logits equal CAD-Recode's on a text prompt).
+
+Data (``part_dataset``, cached in ``$CADLAB_CACHE/cadrille-data``): for each training seed, the
+normalized ``cadlab.synth`` program, its solid from the sandbox, the 256-point cloud (as
+``synth.build_dataset`` samples it), the four-view picture (``cadlab.render.render_views``: 268 x 268)
+and its descriptions at the four ``cadlab.describe`` levels. Text rows also draw fresh programs that
+never went through the sandbox (the describer reads programs, not solids), so the text mode sees a
+new program on most steps. The held-out parts are the mini CAD-Recode's (seeds from
+``train_cadrecode.TEST_START`` = 10,000,000, far from the training seeds 0, 1, ...), with the same point
+clouds, so the point-cloud results of the two models compare shape by shape.
+
+One optimizer step = one micro-batch per mode (``rows`` pc, img and text items), each built by
+``cadlab.cadrille.collate(eval=False)`` and each loss the mean over its answer tokens; the step's
+loss is their mean, so each mode weighs the same whatever its length. (A mixed collate gives the same
+per-row losses, but pads the short text rows to the 256 extra positions of the point rows.) Text rows
+take the expert level most often (``LEVEL_WEIGHTS``). Point clouds get CAD-Recode's noise (std 0.01
+with probability 1/2). AdamW; the language model and point encoder start at a lower peak rate than the
+new vision tower; linear warm-up, then cosine over the wall-time budget (``--minutes``). bf16 autocast.
+Checkpoints every few minutes (``--checkpoint-minutes``) in the run folder; the model, tokenizer, log and
+curves go to ``cadlab/weights/mini-cadrille``.
+
+Evaluation (``evaluate``): greedy, one part at a time, for each mode through the course's one score path
+(``cadlab.reconstruct.score_program``: the sandbox, ``closed_solid``) and
+``train_cadrecode.score_against_truth`` (IoU and Chamfer x1000 in the papers' frame: each solid by its
+own bounding box into [0, 1]^3, 8192 surface samples); invalid rate and seconds per reconstruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cadlab.cadrille import (MINI_CADRILLE_DIR, MODES, Cadrille, CadrilleProcessor, cadrille_config, collate,
+                             generate_code, load_language_model, mini_tokenizer, token_ids)
+from cadlab.describe import LEVELS, describe
+
+WEIGHTS_DIR = MINI_CADRILLE_DIR
+CACHE = Path(os.environ.get("CADLAB_CACHE", "~/.cache/cadlab")).expanduser()
+RUN_DIR = CACHE / "mini-cadrille-run"
+DATA_DIR = CACHE / "cadrille-data"
+DATA_VERSION = 1                      # bump when part_dataset's contents change (part of the file name)
+FRESH_TEXT_START = 20_000_000         # seeds of the text-only programs: far from the parts and the held-out set
+LEVEL_WEIGHTS = {"abstract": 1, "beginner": 1, "intermediate": 2, "expert": 6}
+NOISE_STD, NOISE_P = 0.01, 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def measure_part_seconds(seeds=range(5)) -> dict:
+    """Median seconds per part of each data stage (sandbox + normalize, point cloud, render), warm."""
+    from cadlab.pointcloud import mesh_to_point_cloud
+    from cadlab.render import render_views
+    from cadlab.synth import normalized_program
+
+    normalized_program(0)                                  # start the sandbox worker first
+    times = {"sandbox": [], "points": [], "render": []}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        code, mesh, _ = normalized_program(seed)
+        t1 = time.perf_counter()
+        if mesh is None:
+            continue
+        mesh_to_point_cloud(mesh, seed=seed)
+        t2 = time.perf_counter()
+        render_views(mesh)
+        t3 = time.perf_counter()
+        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[key].append(dt)
+    return {key: round(float(np.median(v)), 3) for key, v in times.items()}
+
+
+def describe_all(code: str, family: str, seed: int) -> list[str]:
+    """The four levels' descriptions, the wording picked by the part's seed."""
+    return [describe(code, family, level, seed) for level in LEVELS]
+
+
+def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str = "cadrille parts") -> dict:
+    """Programs -> sandbox -> points, picture, descriptions, for ``seeds`` (``codes``/``points``: already known)."""
+    from tqdm.auto import tqdm
+
+    from cadlab.cadexec import run_cadquery
+    from cadlab.pointcloud import mesh_to_point_cloud
+    from cadlab.render import render_views
+    from cadlab.synth import generate_part, normalized_program
+
+    out = {"codes": [], "seeds": [], "families": [], "points": [], "images": [], "descriptions": [], "rejected": 0}
+    for k, seed in enumerate(tqdm(list(seeds), desc=desc, disable=not progress)):
+        if codes is None:
+            code, mesh, _ = normalized_program(int(seed))
+        else:
+            code, mesh = codes[k], run_cadquery(codes[k]).mesh
+        if mesh is None:
+            out["rejected"] += 1
+            continue
+        family = generate_part(int(seed))[0]
+        out["codes"].append(code)
+        out["seeds"].append(int(seed))
+        out["families"].append(family)
+        out["points"].append(points[k] if points is not None else mesh_to_point_cloud(mesh, seed=int(seed)))
+        out["images"].append(np.asarray(render_views(mesh), dtype=np.uint8))
+        out["descriptions"].append(describe_all(code, family, int(seed)))
+    out["points"] = np.asarray(out["points"], dtype=np.float32).reshape(-1, 256, 3)
+    out["images"] = np.asarray(out["images"], dtype=np.uint8).reshape(-1, 268, 268, 3)
+    return out
+
+
+def _save(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, codes=np.array(data["codes"], dtype=str), seeds=np.array(data["seeds"]),
+                        families=np.array(data["families"], dtype=str), points=data["points"],
+                        images=data["images"], descriptions=np.array(data["descriptions"], dtype=str).reshape(-1, 4),
+                        rejected=np.array(data["rejected"]))
+    partial.replace(path)
+
+
+def _load(path: Path) -> dict:
+    z = np.load(path, allow_pickle=False)
+    return {"codes": z["codes"].tolist(), "seeds": z["seeds"].tolist(), "families": z["families"].tolist(),
+            "points": z["points"], "images": z["images"], "descriptions": z["descriptions"].tolist(),
+            "rejected": int(z["rejected"])}
+
+
+def part_dataset(n: int, start: int = 0, cache_dir=DATA_DIR, progress: bool = True) -> dict:
+    """Training parts for seeds ``start .. start+n-1`` (rejected seeds dropped), built once and cached."""
+    from cadlab.synth import GENERATOR_VERSION
+
+    path = Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+    if path.exists():
+        return _load(path)
+    data = build_parts(range(start, start + n), progress=progress, desc="cadrille training parts")
+    _save(path, data)
+    return data
+
+
+def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True) -> dict:
+    """The first ``n`` held-out shapes of the mini CAD-Recode (same programs, same point clouds), rendered
+    and described."""
+    from cadlab.synth import GENERATOR_VERSION
+    from cadlab.train_cadrecode import held_out_set
+
+    path = Path(cache_dir) / f"heldout_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+    if path.exists():
+        return _load(path)
+    test = held_out_set(progress=progress)
+    n = min(n, len(test["codes"]))
+    data = build_parts(test["seeds"][:n], codes=test["codes"][:n], points=test["points"][:n], progress=progress,
+                       desc="cadrille held-out parts")
+    _save(path, data)
+    return data
+
+
+def fresh_text_item(seed: int, rng: random.Random) -> dict:
+    """A text row from a program that never ran: any family but the random unions (whose raw programs
+    are not in the normalized frame until the sandbox has measured them)."""
+    from cadlab.synth import FAMILIES, generate_part
+
+    family = rng.choice([f for f in FAMILIES if f != "union"])
+    name, code = generate_part(seed, family)
+    return {"description": describe(code, name, _level(rng), seed), "answer": code}
+
+
+def _level(rng: random.Random) -> str:
+    return rng.choices(LEVELS, weights=[LEVEL_WEIGHTS[level] for level in LEVELS])[0]
+
+
+def make_items(data: dict, index, mode: str, rng: random.Random, noise: bool = True) -> list[dict]:
+    """Training items of ``mode`` for the parts ``index`` (each with its program as the answer)."""
+    from PIL import Image
+
+    items = []
+    for i in index:
+        if mode == "pc":
+            cloud = np.asarray(data["points"][i], dtype=np.float32)
+            if noise and rng.random() < NOISE_P:
+                cloud = cloud + np.asarray([rng.gauss(0, NOISE_STD) for _ in range(cloud.size)],
+                                           dtype=np.float32).reshape(cloud.shape)
+            items.append({"point_cloud": cloud, "answer": data["codes"][i]})
+        elif mode == "img":
+            items.append({"video": [Image.fromarray(np.asarray(data["images"][i]))], "answer": data["codes"][i]})
+        else:
+            level = LEVELS.index(_level(rng))
+            items.append({"description": data["descriptions"][i][level], "answer": data["codes"][i]})
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VisionSettings:
+    depth: int = 4
+    embed_dim: int = 128
+    heads: int = 4
+
+
+def new_model(lm, tokenizer, vision: VisionSettings = VisionSettings(), seed: int = 0) -> Cadrille:
+    """A Cadrille whose language model and point encoder are ``lm``'s (a mini CAD-Recode), vision tower new."""
+    c = lm.config
+    config = cadrille_config(len(tokenizer), token_ids(tokenizer), hidden_size=c.hidden_size,
+                             layers=c.num_hidden_layers, heads=c.num_attention_heads, kv_heads=c.num_key_value_heads,
+                             intermediate_size=c.intermediate_size, vision_depth=vision.depth,
+                             vision_embed_dim=vision.embed_dim, vision_heads=vision.heads,
+                             rope_theta=c.rope_parameters["rope_theta"],
+                             max_position_embeddings=max(c.max_position_embeddings, 1024),
+                             rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings)
+    torch.manual_seed(seed)
+    model = Cadrille(config)
+    load_language_model(model, lm)
+    return model
+
+
+@torch.no_grad()
+def check_text_mrope(cadrille: Cadrille, lm, processor: CadrilleProcessor) -> dict:
+    """Assert that with text-only positions mrope is 1-D RoPE, and so that the copied language model computes
+    what ``lm`` did on text: cos/sin equal exactly, and the logits on a text prompt agree. Returns the diffs."""
+    positions = torch.arange(512)[None]
+    probe = torch.zeros(1, dtype=torch.float32)
+    cos3, sin3 = cadrille.model.language_model.rotary_emb(probe, positions[None].expand(3, -1, -1))
+    cos1, sin1 = lm.model.rotary_emb(probe, positions)
+    rope = max(float((cos3 - cos1).abs().max()), float((sin3 - sin1).abs().max()))
+    assert rope == 0.0, f"text-only mrope differs from 1-D RoPE by {rope}"
+    ids = collate([{"description": "a disc of radius 100 with a centre hole"}], processor)["input_ids"]
+    ids = ids[:, ids[0] < lm.config.vocab_size]          # tokens the source vocabulary has
+    was = cadrille.training, lm.training
+    cadrille.eval(), lm.eval()
+    ours = cadrille(input_ids=ids).logits[..., :lm.config.vocab_size]
+    theirs = lm(input_ids=ids).logits
+    cadrille.train(was[0]), lm.train(was[1])
+    logits = float((ours - theirs).abs().max())
+    assert logits < 1e-4, f"Cadrille with the copied language model differs from it on text by {logits}"
+    return {"rope_cos_sin_max_diff": rope, "text_logits_max_diff": logits}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainSettings:
+    """Everything a run depends on; ``minutes`` is the wall-time budget of this run's steps."""
+    minutes: float = 30.0
+    rows: dict = field(default_factory=lambda: {"pc": 6, "img": 6, "text": 8})
+    fresh_text: float = 0.5           # share of text rows drawn from never-run programs
+    lr: float = 6e-4                  # language model and point encoder (pretrained)
+    vision_lr: float = 2e-3           # the new vision tower
+    warmup: int = 30
+    train_parts: int = 800
+    val_parts: int = 16               # held-out parts for the per-mode validation loss
+    checkpoint_minutes: float = 4.0
+    bf16: bool = True
+    seed: int = 0
+    max_steps: int | None = None      # tests: a step budget instead of the wall-time budget
+    vision: VisionSettings = field(default_factory=VisionSettings)
+
+
+def learning_rate(progress: float, step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine from ``peak`` to ``peak / 20`` as ``progress`` goes 0 -> 1."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = min(max(progress, 0.0), 1.0)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def mode_loss(model: Cadrille, processor: CadrilleProcessor, items: list[dict], bf16: bool = True):
+    batch = collate(items, processor, eval=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(**batch).loss
+
+
+@torch.no_grad()
+def val_losses(model: Cadrille, processor: CadrilleProcessor, val: dict, batch: int = 8) -> dict:
+    """Per-mode held-out loss (fp32, no noise, expert descriptions for text)."""
+    was = model.training
+    model.eval()
+    out = {}
+    for mode in MODES:
+        losses, counts = [], []
+        for s in range(0, len(val["codes"]), batch):
+            index = range(s, min(s + batch, len(val["codes"])))
+            if mode == "text":
+                items = [{"description": val["descriptions"][i][LEVELS.index("expert")], "answer": val["codes"][i]}
+                         for i in index]
+            else:
+                items = make_items(val, index, mode, random.Random(0), noise=False)
+            losses.append(float(mode_loss(model, processor, items, bf16=False)) * len(items))
+            counts.append(len(items))
+        out[mode] = round(sum(losses) / sum(counts), 5)
+    model.train(was)
+    return out
+
+
+def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
+          data: dict | None = None, val: dict | None = None, lm=None, tokenizer=None, progress: bool = True) -> dict:
+    """Train (or resume) the mini Cadrille; returns the log. ``data``, ``val``, ``lm`` and ``tokenizer``
+    override the cached parts, the held-out parts and the shipped mini CAD-Recode (tests)."""
+    from tqdm.auto import tqdm
+    from transformers import PreTrainedTokenizerFast
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()         # no "Writing model shards" bars at every checkpoint
+    settings = settings or TrainSettings()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    log_data = {}
+    if data is None:
+        log_data["seconds_per_part"] = measure_part_seconds()
+        print(f"data: seconds per part {log_data['seconds_per_part']}")
+        t0 = time.time()
+        data = part_dataset(settings.train_parts, progress=progress)
+        log_data["build_seconds"] = round(time.time() - t0, 1)
+    if val is None:
+        val = held_out_parts(max(settings.val_parts, 1), progress=progress)
+    val = {k: (v[:settings.val_parts] if k != "rejected" else v) for k, v in val.items()}
+
+    state_path = run_dir / "state.pt"
+    if state_path.exists() and (run_dir / "model.safetensors").exists():
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(run_dir)
+        model = Cadrille.from_pretrained(run_dir)
+        state = torch.load(state_path, weights_only=False)
+        if state.pop("finished", False):          # the last run spent its budget: this one is a new run
+            state.pop("run_index", None)
+        print(f"resuming the run in {run_dir} at step {state['step']}")
+    else:
+        if lm is None:
+            from cadlab.cadrecode import load_cadrecode
+
+            lm, base = load_cadrecode()
+            tokenizer = mini_tokenizer(base)
+        model = new_model(lm, tokenizer, settings.vision, seed=settings.seed)
+        proof = check_text_mrope(model, lm, CadrilleProcessor(tokenizer))
+        print(f"text-only mrope == 1-D RoPE: {proof}")
+        tokenizer.save_pretrained(run_dir)
+        state = {"step": 0, "log": {"train": [], "val": [], "runs": [], "eval": None,
+                                    "config": {"text_mrope_equals_rope": proof}}}
+    processor = CadrilleProcessor(tokenizer)
+    log = state["log"]
+    log["config"].update(params=sum(p.numel() for p in model.parameters()),
+                         vision_params=sum(p.numel() for p in model.model.visual.parameters()),
+                         hidden_size=model.config.text_config.hidden_size,
+                         layers=model.config.text_config.num_hidden_layers, vocab_size=len(tokenizer),
+                         vision=asdict(settings.vision), train_parts=len(data["codes"]), **log_data)
+    if "run_index" not in state:
+        log["runs"].append({"started_at_step": state["step"], "seconds": 0.0, "steps": 0,
+                            "settings": asdict(settings), "torch_threads": torch.get_num_threads()})
+        state["run_index"] = len(log["runs"]) - 1
+    run = log["runs"][state["run_index"]]
+    model.train()
+    vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
+    groups = [{"params": [p for p in rest if p.ndim >= 2], "weight_decay": 0.05, "peak": settings.lr},
+              {"params": [p for p in rest if p.ndim < 2], "weight_decay": 0.0, "peak": settings.lr},
+              {"params": [p for p in vision if p.ndim >= 2], "weight_decay": 0.05, "peak": settings.vision_lr},
+              {"params": [p for p in vision if p.ndim < 2], "weight_decay": 0.0, "peak": settings.vision_lr}]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.98))
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    seconds_before = sum(r["seconds"] for r in log["runs"]) - run["seconds"]
+
+    def checkpoint():
+        log["val"].append({"step": state["step"], "seconds": round(seconds_before + run["seconds"], 1),
+                           **val_losses(model, processor, val)})
+        log["total_seconds"] = round(sum(r["seconds"] for r in log["runs"]), 1)
+        model.save_pretrained(run_dir)
+        state.update(optimizer=optimizer.state_dict(), log=log)
+        torch.save(state, state_path)
+        save_shipped(model, tokenizer, log, out_dir)
+
+    budget = settings.minutes * 60.0
+    n_parts = len(data["codes"])
+    bar = tqdm(total=settings.max_steps, desc="train mini Cadrille", disable=not progress)
+    last_ckpt = time.time()
+    while True:
+        rng = random.Random(settings.seed * 1_000_003 + state["step"])
+        t0 = time.time()
+        progress_now = run["seconds"] / budget if settings.max_steps is None else run["steps"] / settings.max_steps
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(progress_now, state["step"], group["peak"], settings.warmup)
+        losses = {}
+        for mode in MODES:
+            k = settings.rows.get(mode, 0)
+            if not k:
+                continue
+            index = [rng.randrange(n_parts) for _ in range(k)]
+            items = make_items(data, index, mode, rng)
+            if mode == "text":
+                fresh = sum(rng.random() < settings.fresh_text for _ in range(k))
+                for j in range(fresh):
+                    items[j] = fresh_text_item(FRESH_TEXT_START + state["step"] * k + j, rng)
+            loss = mode_loss(model, processor, items, settings.bf16)
+            (loss / len([m for m in MODES if settings.rows.get(m, 0)])).backward()
+            losses[mode] = round(loss.item(), 5)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt = time.time() - t0
+        state["step"] += 1
+        run["steps"] += 1
+        run["seconds"] += dt
+        log["train"].append({"step": state["step"], "loss": round(float(np.mean(list(losses.values()))), 5),
+                             **losses, "lr": optimizer.param_groups[0]["lr"],
+                             "seconds": round(seconds_before + run["seconds"], 1)})
+        bar.update(1)
+        bar.set_postfix({m: f"{v:.3f}" for m, v in losses.items()} | {"s": f"{dt:.1f}"})
+        done = (run["seconds"] >= budget) if settings.max_steps is None else run["steps"] >= settings.max_steps
+        if done or time.time() - last_ckpt > settings.checkpoint_minutes * 60:
+            state["finished"] = done
+            checkpoint()
+            last_ckpt = time.time()
+        if done:
+            break
+    bar.close()
+    return log
+
+
+def save_shipped(model: Cadrille, tokenizer, log: dict, out_dir: Path) -> None:
+    """Model (fp32 safetensors), config, generation config, tokenizer, log JSON and curves PNG into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    model.generation_config.do_sample = False
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "training_log.json").write_text(json.dumps(log, indent=1))
+    plot_curves(log, out_dir / "loss_curves.png")
+
+
+def draw_curves(ax, log: dict) -> None:
+    """Per-mode training loss (smoothed) and held-out loss against steps, log scale."""
+    colours = {"pc": "C0", "img": "C1", "text": "C2"}
+    train = log.get("train", [])
+    for mode in MODES:
+        rows = [r for r in train if mode in r]
+        if rows:
+            steps, losses = [r["step"] for r in rows], [r[mode] for r in rows]
+            k = max(1, len(losses) // 30)
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, lw=1.2, color=colours[mode], label=f"{mode} train (mean of {k})")
+        val = [r for r in log.get("val", []) if mode in r]
+        if val:
+            ax.plot([r["step"] for r in val], [r[mode] for r in val], "o--", ms=3, color=colours[mode],
+                    label=f"{mode} held-out")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per answer token")
+    ax.set_title("mini Cadrille")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def plot_curves(log: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    draw_curves(fig.subplots(), log)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def held_out_items(parts: dict, i: int) -> dict:
+    """Part ``i`` of the held-out parts in each mode (text: the expert description)."""
+    from PIL import Image
+
+    return {"pc": {"point_cloud": np.asarray(parts["points"][i], dtype=np.float32)},
+            "img": {"video": [Image.fromarray(np.asarray(parts["images"][i]))]},
+            "text": {"description": parts["descriptions"][i][LEVELS.index("expert")]}}
+
+
+def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = 60, modes=MODES, max_new_tokens: int = 768,
+             progress: bool = True, write: bool = True) -> dict:
+    """Greedy held-out metrics per mode (see the module docstring), written into the log's ``eval``."""
+    from tqdm.auto import tqdm
+
+    from cadlab.cadexec import run_cadquery
+    from cadlab.cadrille import load_cadrille
+    from cadlab.reconstruct import score_program
+    from cadlab.train_cadrecode import TEST_START, score_against_truth, summarize_stage
+
+    model, processor = load_cadrille(model_dir)
+    parts = held_out_parts(n_shapes, progress=progress)
+    truths = [run_cadquery(code).mesh for code in parts["codes"]]
+    result = {"shapes": len(truths), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
+              "torch_threads": torch.get_num_threads(), "text_level": "expert",
+              "frame": "papers' frame: each solid by its own bounding box into [0,1]^3; Chamfer: 8192 surface "
+                       "samples each, squared distances, both directions, x1000"}
+    log_path = Path(model_dir) / "training_log.json"
+    for mode in modes:
+        rows = []
+        for i in tqdm(range(len(truths)), desc=f"evaluate {mode}", disable=not progress):
+            start = time.perf_counter()
+            code = generate_code(model, processor, [held_out_items(parts, i)[mode]], max_new_tokens=max_new_tokens)[0]
+            generated = time.perf_counter()
+            candidate = score_program(code, parts["points"][i], mode)
+            score = score_against_truth(candidate, truths[i])
+            rows.append({"seed": parts["seeds"][i], "family": parts["families"][i], "score": score,
+                         "generate_seconds": round(generated - start, 3),
+                         "seconds": round(time.perf_counter() - start, 3), "code": code})
+        summary = summarize_stage([r["score"] for r in rows])
+        summary["seconds_per_reconstruction"] = {"median": float(np.median([r["seconds"] for r in rows])),
+                                                 "max": float(np.max([r["seconds"] for r in rows]))}
+        by_family = {}
+        for r in rows:
+            by_family.setdefault(r["family"], []).append(r["score"]["iou"] if r["score"] else 0.0)
+        summary["iou_invalid_as_0_by_family"] = {f: round(float(np.mean(v)), 3) for f, v in sorted(by_family.items())}
+        result[mode] = {**summary, "rows": rows}
+        if write and log_path.exists():
+            log = json.loads(log_path.read_text())
+            log["eval"] = result
+            log_path.write_text(json.dumps(log, indent=1))
+    result["mini_cadrecode_same_shapes"] = cadrecode_baseline(parts["seeds"])
+    if write and log_path.exists():
+        log = json.loads(log_path.read_text())
+        log["eval"] = result
+        log_path.write_text(json.dumps(log, indent=1))
+    return result
+
+
+def cadrecode_baseline(seeds) -> dict | None:
+    """The mini CAD-Recode's greedy held-out results on the same shapes, read from its shipped log."""
+    from cadlab.cadrecode import MINI_MODEL_DIR
+    from cadlab.train_cadrecode import summarize_stage
+
+    path = MINI_MODEL_DIR / "training_log.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text()).get("eval", {}).get("held_out_greedy", {}).get("rows", [])
+    by_seed = {r["name"]: r["greedy"] for r in rows}
+    if not all(s in by_seed for s in seeds):
+        return None
+    return summarize_stage([by_seed[s] for s in seeds])
+
+
+def print_eval(result: dict) -> None:
+    for mode in MODES:
+        if isinstance(result.get(mode), dict):
+            r = result[mode]
+            iou = "n/a" if r["mean_iou"] is None else f"{r['mean_iou']:.3f}"
+            cd = "n/a" if r["median_cd_x1000"] is None else f"{r['median_cd_x1000']:.3f}"
+            print(f"{mode:5s}: shapes {r['shapes']}, mean IoU {iou} (invalid as 0: {r['mean_iou_invalid_as_0']:.3f}), "
+                  f"median CD x1000 {cd}, invalid {r['invalid_ratio']:.3f}, "
+                  f"{r['seconds_per_reconstruction']['median']:.2f} s per reconstruction")
+    if result.get("mini_cadrecode_same_shapes"):
+        b = result["mini_cadrecode_same_shapes"]
+        print(f"mini CAD-Recode, same shapes: mean IoU {b['mean_iou']:.3f} (invalid as 0: "
+              f"{b['mean_iou_invalid_as_0']:.3f}), median CD x1000 {b['median_cd_x1000']:.3f}, "
+              f"invalid {b['invalid_ratio']:.3f}")
+
+
+def main(argv=None) -> int:
+    defaults = TrainSettings()
+    parser = argparse.ArgumentParser(prog="python -m cadlab.train_cadrille", description=__doc__.split("\n")[0])
+    parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out parts")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget of this run's steps")
+    parser.add_argument("--train-parts", type=int, default=defaults.train_parts, help="training seeds to build")
+    parser.add_argument("--rows", default="pc=6,img=6,text=8", help="rows per mode in each step, e.g. pc=6,img=6,text=8")
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
+    parser.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=defaults.bf16)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; --eval: 1)")
+    parser.add_argument("--shapes", type=int, default=60, help="--eval: held-out parts per mode")
+    parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")
+    args = parser.parse_args(argv)
+    if args.eval:
+        torch.set_num_threads(args.threads or 1)
+        print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m]))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        rows = {k: int(v) for k, v in (pair.split("=") for pair in args.rows.split(","))}
+    except ValueError:
+        parser.error(f"--rows must look like pc=6,img=6,text=8, got {args.rows!r}")
+    if set(rows) - set(MODES):
+        parser.error(f"--rows names unknown modes {sorted(set(rows) - set(MODES))}")
+    names = {f.name for f in fields(TrainSettings)}
+    settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names and k != "rows"}, rows=rows)
+    train(args.run_dir, args.out, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The mini Cadrille's training script on tiny sizes (the loss falls, a run resumes), the text-only
+mrope == RoPE check it asserts before training, its data, and `cadlab reconstruct --model cadrille`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cadlab.cadrecode import tiny_cadrecode
+from cadlab.cadrille import CadrilleProcessor, mini_tokenizer
+from cadlab.describe import LEVELS, numbers
+from cadlab.reconstruct import main as reconstruct_main
+from cadlab.synth import program_numbers
+from cadlab.train_cadrille import (TrainSettings, VisionSettings, build_parts, check_text_mrope, fresh_text_item,
+                                   held_out_items, make_items, new_model, save_shipped, train)
+
+TINY_VISION = VisionSettings(depth=1, embed_dim=32, heads=2)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return mini_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return build_parts(range(4), progress=False)
+
+
+def tiny_lm(tokenizer, seed=0):
+    return tiny_cadrecode(seed=seed, vocab_size=len(tokenizer) - 11)      # the mini CAD-Recode's vocabulary
+
+
+def settings(**overrides):
+    base = dict(rows={"pc": 2, "img": 2, "text": 2}, lr=3e-3, vision_lr=3e-3, warmup=1, max_steps=6, val_parts=2,
+                bf16=False, checkpoint_minutes=100.0, vision=TINY_VISION)
+    base.update(overrides)
+    return TrainSettings(**base)
+
+
+def test_parts_hold_points_picture_and_four_descriptions(parts):
+    assert parts["rejected"] == 1 and len(parts["codes"]) == 3 and parts["points"].shape == (3, 256, 3)
+    assert parts["images"].shape == (3, 268, 268, 3) and parts["images"].dtype == np.uint8
+    for code, texts in zip(parts["codes"], parts["descriptions"]):
+        assert len(texts) == len(LEVELS) and numbers(texts[-1]) == program_numbers(code)
+    items = held_out_items(parts, 0)
+    assert set(items) == {"pc", "img", "text"} and items["img"]["video"][0].size == (268, 268)
+
+
+def test_items_per_mode_and_fresh_text(parts):
+    import random
+
+    rng = random.Random(0)
+    pc = make_items(parts, [0, 1], "pc", rng)
+    assert pc[0]["point_cloud"].shape == (256, 3) and pc[0]["answer"] == parts["codes"][0]
+    assert "video" in make_items(parts, [2], "img", rng)[0]
+    assert make_items(parts, [1], "text", rng)[0]["description"] in parts["descriptions"][1]
+    fresh = fresh_text_item(123, random.Random(1))
+    assert fresh == fresh_text_item(123, random.Random(1)) and fresh["answer"].startswith("import cadquery")
+
+
+def test_text_mrope_check_passes_for_the_copy_and_fails_for_another_rope(tokenizer):
+    lm = tiny_lm(tokenizer)
+    model = new_model(lm, tokenizer, TINY_VISION)
+    proof = check_text_mrope(model, lm, CadrilleProcessor(tokenizer))
+    assert proof["rope_cos_sin_max_diff"] == 0.0 and proof["text_logits_max_diff"] < 1e-5
+    other = tiny_cadrecode(seed=0, vocab_size=len(tokenizer) - 11,
+                           rope_parameters={"rope_type": "default", "rope_theta": 500.0})
+    with pytest.raises(AssertionError, match="RoPE"):
+        check_text_mrope(model, other, CadrilleProcessor(tokenizer))
+
+
+def test_a_few_steps_reduce_every_mode_loss_and_a_run_resumes(tokenizer, parts, tmp_path):
+    torch.manual_seed(0)
+    log = train(tmp_path / "run", tmp_path / "out", settings(max_steps=8), data=parts, val=parts,
+                lm=tiny_lm(tokenizer), tokenizer=tokenizer, progress=False)
+    first, last = log["train"][0], log["train"][-1]
+    for mode in ("pc", "img", "text"):
+        assert last[mode] < first[mode], (mode, first[mode], last[mode])
+    assert log["config"]["text_mrope_equals_rope"]["rope_cos_sin_max_diff"] == 0.0
+    shipped = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert shipped["train"][-1]["step"] == 8 and set(shipped["val"][-1]) >= {"pc", "img", "text"}
+    assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 0
+    again = train(tmp_path / "run", tmp_path / "out", settings(max_steps=2), data=parts, val=parts, progress=False)
+    assert [r["step"] for r in again["train"]] == list(range(1, 11)) and len(again["runs"]) == 2
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(tokenizer, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-cadrille")
+    save_shipped(new_model(tiny_lm(tokenizer), tokenizer, TINY_VISION), tokenizer, {"train": [], "val": []}, folder)
+    return folder
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "cadrille", "--mode", "text"], "--mode text needs a description"),
+    (["part.stl", "--model", "cadrille", "--mode", "pc", "--text", "a disc"], "--text is for --mode text only"),
+    (["part.stl", "--model", "cadrille", "--mode", "text", "--text", "a disc"], "reads --text, not a part file"),
+    (["--model", "cadrille", "--mode", "img"], "--mode img needs a part"),
+    (["--model", "cadrille", "--mode", "text", "--text", "  "], "--mode text needs a description"),
+])
+def test_bad_arguments_get_a_clear_message_and_status_2(argv, message, capsys):
+    assert reconstruct_main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_mode_without_model_and_unknown_mode_are_refused(capsys):
+    assert reconstruct_main(["--mode", "text", "--text", "a disc"]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert reconstruct_main(["--model", "cadrille", "--mode", "voice", "--text", "a disc"]) == 2
+
+
+def test_missing_part_is_bad_input(saved_tiny, tmp_path, capsys):
+    assert reconstruct_main([str(tmp_path / "nope.stl"), "--model", str(saved_tiny), "--mode", "pc"]) == 1
+    assert "nope.stl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["pc", "img", "text"])
+def test_each_mode_writes_a_program(mode, saved_tiny, tmp_path, capsys):
+    from cadlab.cadexec import run_cadquery
+
+    part = tmp_path / "box.stl"
+    run_cadquery("import cadquery as cq\nr=cq.Workplane('XY').box(40,20,10)\n").mesh.export(part)
+    argv = ["--model", str(saved_tiny), "--mode", mode, "-o", str(tmp_path / "out"), "--max-new-tokens", "12"]
+    argv += ["--text", "a box 40 by 20 by 10"] if mode == "text" else [str(part)]
+    status = reconstruct_main(argv)
+    assert status in (0, 3)                     # a random tiny model rarely writes a valid program
+    stem = "text" if mode == "text" else "box"
+    assert (tmp_path / "out" / f"{stem}.py").exists()
+    assert f"({mode} mode)" in capsys.readouterr().err
