@@ -7,6 +7,7 @@
     cadlab train-babygpt [--steps N] ...                                 (notebook 04)
     cadlab train-cadrecode [--minutes M] ... | --eval                    (notebook 07)
     cadlab train-autocomplete [--minutes M] ... | --eval                 (notebook 09)
+    cadlab train-cadrille [--minutes M] ... | --eval                     (notebook 08)
 
 Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
 ``python -m cadlab.bench decode`` do the same thing. Flags are dashed (``--max-new-tokens``);
@@ -27,6 +28,7 @@ COMMANDS = {
     "train-babygpt": ("cadlab.babygpt.train", "train babyGPT on the bundled Shakespeare corpus"),
     "train-cadrecode": ("cadlab.train_cadrecode", "train (or --eval) the mini CAD-Recode on synthetic parts"),
     "train-autocomplete": ("cadlab.train_autocomplete", "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
+    "train-cadrille": ("cadlab.train_cadrille", "train (or --eval) the mini Cadrille: point clouds, images, text"),
 }
 
 

@@ -61,6 +61,8 @@ RUN_DIR = CACHE / "mini-cadrille-run"
 DATA_DIR = CACHE / "cadrille-data"
 DATA_VERSION = 1                      # bump when part_dataset's contents change (part of the file name)
 FRESH_TEXT_START = 20_000_000         # seeds of the text-only programs: far from the parts and the held-out set
+EVAL_MAX_NEW_TOKENS = 400             # Cadrille's 768 is for real parts; the longest synth program is ~140 tokens here
+EVAL_SHAPES = 50                      # held-out parts evaluated per mode (the validation loss uses the first val_parts)
 LEVEL_WEIGHTS = {"abstract": 1, "beginner": 1, "intermediate": 2, "expert": 6}
 NOISE_STD, NOISE_P = 0.01, 0.5
 
@@ -261,12 +263,12 @@ def check_text_mrope(cadrille: Cadrille, lm, processor: CadrilleProcessor) -> di
 class TrainSettings:
     """Everything a run depends on; ``minutes`` is the wall-time budget of this run's steps."""
     minutes: float = 30.0
-    rows: dict = field(default_factory=lambda: {"pc": 6, "img": 6, "text": 8})
+    rows: dict = field(default_factory=lambda: {"pc": 6, "img": 4, "text": 10})
     fresh_text: float = 0.5           # share of text rows drawn from never-run programs
-    lr: float = 6e-4                  # language model and point encoder (pretrained)
+    lr: float = 1e-3                  # language model and point encoder (pretrained)
     vision_lr: float = 2e-3           # the new vision tower
     warmup: int = 30
-    train_parts: int = 800
+    train_parts: int = 600
     val_parts: int = 16               # held-out parts for the per-mode validation loss
     checkpoint_minutes: float = 4.0
     bf16: bool = True
@@ -333,7 +335,7 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
         data = part_dataset(settings.train_parts, progress=progress)
         log_data["build_seconds"] = round(time.time() - t0, 1)
     if val is None:
-        val = held_out_parts(max(settings.val_parts, 1), progress=progress)
+        val = held_out_parts(max(settings.val_parts, EVAL_SHAPES), progress=progress)
     val = {k: (v[:settings.val_parts] if k != "rejected" else v) for k, v in val.items()}
 
     state_path = run_dir / "state.pt"
@@ -492,7 +494,7 @@ def held_out_items(parts: dict, i: int) -> dict:
             "text": {"description": parts["descriptions"][i][LEVELS.index("expert")]}}
 
 
-def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = 60, modes=MODES, max_new_tokens: int = 768,
+def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
              progress: bool = True, write: bool = True) -> dict:
     """Greedy held-out metrics per mode (see the module docstring), written into the log's ``eval``."""
     from tqdm.auto import tqdm
@@ -506,6 +508,7 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = 60, modes=MODES, max_new_tok
     parts = held_out_parts(n_shapes, progress=progress)
     truths = [run_cadquery(code).mesh for code in parts["codes"]]
     result = {"shapes": len(truths), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
+              "max_new_tokens": max_new_tokens,
               "torch_threads": torch.get_num_threads(), "text_level": "expert",
               "frame": "papers' frame: each solid by its own bounding box into [0,1]^3; Chamfer: 8192 surface "
                        "samples each, squared distances, both directions, x1000"}
@@ -580,18 +583,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget of this run's steps")
     parser.add_argument("--train-parts", type=int, default=defaults.train_parts, help="training seeds to build")
-    parser.add_argument("--rows", default="pc=6,img=6,text=8", help="rows per mode in each step, e.g. pc=6,img=6,text=8")
+    parser.add_argument("--rows", default="pc=6,img=4,text=10", help="rows per mode in each step, e.g. pc=6,img=4,text=10")
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
     parser.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=defaults.bf16)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; --eval: 1)")
-    parser.add_argument("--shapes", type=int, default=60, help="--eval: held-out parts per mode")
+    parser.add_argument("--shapes", type=int, default=EVAL_SHAPES, help="--eval: held-out parts per mode")
     parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")
+    parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="--eval: longest program")
     args = parser.parse_args(argv)
     if args.eval:
         torch.set_num_threads(args.threads or 1)
-        print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m]))
+        print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m],
+                            max_new_tokens=args.max_new_tokens))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@ import pytest
 from cadlab import cli
 
 TOOLS = ["reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode",
-         "train-autocomplete"]
+         "train-autocomplete", "train-cadrille"]
 
 
 def test_help_lists_every_command(capsys):
