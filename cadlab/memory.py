@@ -25,6 +25,7 @@ above for a transformers config; ``qwen3_8b`` redoes the seed's arithmetic on pa
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -48,9 +49,27 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:                          # not glibc: no trimming, the figures may include reused memory
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), and make every allocation of
+    128 kB or more its own mapping (``mallopt(M_MMAP_THRESHOLD)``, which also stops glibc from raising
+    that threshold), so a freed tensor leaves the resident size and the next step's peak is its own."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-3, 128 * 1024)         # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+
+
 def peak_during(fn, interval: float = 0.001):
     """``(fn(), peak resident bytes above the start, seconds)``; a thread samples the resident size."""
     gc.collect()
+    release_freed_memory()
     start = resident_bytes()
     peak, running = [start], [True]
 
@@ -121,8 +140,10 @@ def estimate(config, length: int, attention: str = "sdpa", checkpointing: bool =
              logits_bytes: int = 4, batch: int = 1) -> dict:
     """The formula, in bytes, term by term, for one training step of a Llama/Qwen-style decoder.
 
-    * ``attention``: eager keeps B*H*L^2 probabilities per layer (every layer without checkpointing,
-      one layer at a time with it, plus their gradient while it is recomputed); SDPA keeps none.
+    * ``attention``: eager keeps B*H*L^2 probabilities per layer; without checkpointing every layer's
+      stay until the backward, which needs two more such matrices at a time (the gradients of the
+      probabilities and of the scores): (layers + 2) * B*H*L^2; with checkpointing one layer is
+      recomputed at a time: 3 * B*H*L^2. SDPA keeps none.
     * ``activations``: B*L*(10 d + 4 i) per layer, all layers without checkpointing; with it, the
       layer inputs B*L*d of every layer plus one layer's activations.
     * ``logits``: 3 * B*L*vocab (output, the loss's log-softmax, their gradient) at ``logits_bytes``.
@@ -134,10 +155,10 @@ def estimate(config, length: int, attention: str = "sdpa", checkpointing: bool =
     probs = batch * heads * length**2 * bytes_per if attention == "eager" else 0
     if checkpointing:
         activations = layers * tokens * d * bytes_per + per_layer
-        attention_term = 2 * probs
+        attention_term = 3 * probs            # one layer recomputed: scores, probabilities, their gradient
     else:
         activations = layers * per_layer
-        attention_term = layers * probs
+        attention_term = (layers + 2) * probs  # kept in every layer, + two transient ones in the backward
     logits = 3 * tokens * vocab * logits_bytes
     return {"attention": attention_term, "activations": activations, "logits": logits,
             "total": attention_term + activations + logits}

@@ -22,7 +22,8 @@ def test_formula_terms_and_the_seeds_qwen3_figure():
     config = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 8, "intermediate_size": 128,
               "vocab_size": 256}
     eager, sdpa = memory.estimate(config, 1024, "eager"), memory.estimate(config, 1024, "sdpa")
-    assert eager["attention"] == 2 * 8 * 1024**2 * 4 and sdpa["attention"] == 0
+    assert eager["attention"] == (2 + 2) * 8 * 1024**2 * 4 and sdpa["attention"] == 0
+    assert memory.estimate(config, 1024, "eager", checkpointing=True)["attention"] == 3 * 8 * 1024**2 * 4
     assert eager["activations"] == sdpa["activations"] == 2 * 1024 * (10 * 64 + 4 * 128) * 4
     assert memory.estimate(config, 1024, "sdpa", checkpointing=True)["activations"] < sdpa["activations"]
     q = memory.qwen3_8b(13_000)
