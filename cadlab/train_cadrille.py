@@ -113,16 +113,20 @@ def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str
             code, mesh, _ = normalized_program(int(seed))
         else:
             code, mesh = codes[k], run_cadquery(codes[k]).mesh
-        if mesh is None:
+        family = generate_part(int(seed))[0]
+        try:
+            descriptions = describe_all(code, family, int(seed)) if mesh is not None else None
+        except ValueError:                       # a program the describer cannot read: not a training part
+            descriptions = None
+        if descriptions is None:
             out["rejected"] += 1
             continue
-        family = generate_part(int(seed))[0]
         out["codes"].append(code)
         out["seeds"].append(int(seed))
         out["families"].append(family)
         out["points"].append(points[k] if points is not None else mesh_to_point_cloud(mesh, seed=int(seed)))
         out["images"].append(np.asarray(render_views(mesh), dtype=np.uint8))
-        out["descriptions"].append(describe_all(code, family, int(seed)))
+        out["descriptions"].append(descriptions)
     out["points"] = np.asarray(out["points"], dtype=np.float32).reshape(-1, 256, 3)
     out["images"] = np.asarray(out["images"], dtype=np.uint8).reshape(-1, 268, 268, 3)
     return out
@@ -411,7 +415,10 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
             if mode == "text":
                 fresh = sum(rng.random() < settings.fresh_text for _ in range(k))
                 for j in range(fresh):
-                    items[j] = fresh_text_item(FRESH_TEXT_START + state["step"] * k + j, rng)
+                    try:
+                        items[j] = fresh_text_item(FRESH_TEXT_START + state["step"] * k + j, rng)
+                    except ValueError:           # never seen in 4,000 seeds; a pool item stands in
+                        pass
             loss = mode_loss(model, processor, items, settings.bf16)
             (loss / len([m for m in MODES if settings.rows.get(m, 0)])).backward()
             losses[mode] = round(loss.item(), 5)
