@@ -937,7 +937,7 @@ def lora_parity(make_model, targets=("q_proj", "v_proj"), r: int = 8, alpha: flo
     vocab = ours.config.vocab_size
     ids = torch.randint(3, vocab, (2, length), generator=g)
     a, b = ours(input_ids=ids, labels=ids), theirs(input_ids=ids, labels=ids)
-    out["logits"] = float((a.logits - b.logits).abs().max())
+    out["logits"] = float((a.logits - b.logits).detach().abs().max())
     a.loss.backward()
     b.loss.backward()
     out["grad_A"] = max(float((mine[n].lora_A.weight.grad - peft_layers[n].lora_A["default"].weight.grad).abs().max())
