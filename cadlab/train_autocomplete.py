@@ -394,11 +394,15 @@ def score_completion(full: dict, kept: int, completion: str, truth_mesh) -> dict
     sandbox, and its volume IoU with ``truth_mesh`` in place (0 when invalid)."""
     from cadlab.metrics import iou
 
-    text = ac.serialize(full, kept) + completion
+    kept_text = ac.serialize(full, kept)
+    text = kept_text + completion
     try:
         doc = ac.parse(text)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        return {"parsed": False, "valid": False, "iou": 0.0}
+    except json.JSONDecodeError as error:           # where it broke, for the error table
+        return {"parsed": False, "valid": False, "iou": 0.0, "error": error.msg,
+                "error_at": error.pos - len(kept_text), "near": text[max(0, error.pos - 24):error.pos + 4]}
+    except (KeyError, TypeError, AttributeError) as error:
+        return {"parsed": False, "valid": False, "iou": 0.0, "error": f"not a sequence: {type(error).__name__}"}
     result, _ = ac.build_solid(doc)
     if result is None or not result.ok or result.mesh is None:
         return {"parsed": True, "valid": False, "iou": 0.0}

@@ -102,7 +102,9 @@ def test_score_completion_parses_builds_and_compares(tokenizer):
     kept = ta.kept_for(len(full["sequence"]), 0.5)
     rest = ac.serialize(full)[len(ac.serialize(full, kept)):]
     assert ta.score_completion(full, kept, rest, truth.mesh) == {"parsed": True, "valid": True, "iou": pytest.approx(1.0)}
-    assert ta.score_completion(full, kept, rest[:-3], truth.mesh) == {"parsed": False, "valid": False, "iou": 0.0}
+    broken = ta.score_completion(full, kept, rest[:-3], truth.mesh)
+    assert (broken["parsed"], broken["valid"], broken["iou"]) == (False, False, 0.0)
+    assert broken["error"] and broken["error_at"] == len(rest) - 3 and broken["near"].endswith(rest[-7:-3])
     closed = ta.score_completion(full, kept, ac.CLOSE, truth.mesh)        # stop right away: a part of the part
     assert closed["parsed"] and closed["iou"] < 1.0
 
