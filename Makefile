@@ -49,7 +49,7 @@ LESSONS := $(sort $(filter-out %_solutions.ipynb,$(wildcard notebooks/[0-9][0-9]
 NBVAL := -p tests.notebooks.conftest --nbval --nbval-current-env \
 	--nbval-sanitize-with tests/notebooks/sanitize.cfg --nbval-cell-timeout=600
 
-.PHONY: setup lab test unit notebooks execute solutions wheelhouse clean
+.PHONY: setup lab test unit browser notebooks execute solutions wheelhouse clean
 
 setup: $(STAMP)
 
@@ -86,10 +86,20 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT) $(ARGS)
 
 # Tests and notebooks never touch the network.
-test: setup unit notebooks
+test: setup unit browser notebooks
 
 unit:
-	$(OFFLINE) $(PY) -m pytest -q tests
+	$(OFFLINE) $(PY) -m pytest -q tests --ignore=tests/browser
+
+# The notebooks' explorers in a real JupyterLab in headless Chromium (tests/browser/), when a Chromium
+# is found: CADLAB_CHROMIUM=/path (then it must exist: the tests fail otherwise), or one on the PATH.
+FIND_CHROMIUM := $(PY) -c "import sys; sys.path.insert(0, 'tests/browser'); import conftest; sys.exit(conftest.find_chromium() is None)"
+browser:
+	@if [ -n "$$CADLAB_CHROMIUM" ] || $(FIND_CHROMIUM); then \
+		$(OFFLINE) $(PY) -m pytest -q tests/browser; \
+	else \
+		echo "cadlab: browser tests skipped: no Chromium found (enable them: apt-get install chromium, or CADLAB_CHROMIUM=/path/to/chromium)"; \
+	fi
 
 # The lessons only: the solutions notebooks repeat their cells (tests/test_solutions.py checks
 # that they are generated from the lessons and that every solution passes its check).
