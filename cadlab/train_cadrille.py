@@ -54,6 +54,7 @@ import torch
 from cadlab.cadrille import (MINI_CADRILLE_DIR, MODES, Cadrille, CadrilleProcessor, cadrille_config, collate,
                              generate_code, load_language_model, mini_tokenizer, token_ids)
 from cadlab.describe import LEVELS, describe
+from cadlab.train_cadrecode import score_against_truth
 
 WEIGHTS_DIR = MINI_CADRILLE_DIR
 CACHE = Path(os.environ.get("CADLAB_CACHE", "~/.cache/cadlab")).expanduser()
@@ -62,6 +63,7 @@ DATA_DIR = CACHE / "cadrille-data"
 DATA_VERSION = 1                      # bump when part_dataset's contents change (part of the file name)
 FRESH_TEXT_START = 20_000_000         # seeds of the text-only programs: far from the parts and the held-out set
 EVAL_MAX_NEW_TOKENS = 400             # Cadrille's 768 is for real parts; the longest synth program is ~140 tokens here
+EVAL_MINUTES = 10.0                   # the evaluation's time budget (it stops after the part in progress)
 EVAL_SHAPES = 50                      # held-out parts evaluated per mode (the validation loss uses the first val_parts)
 LEVEL_WEIGHTS = {"abstract": 1, "beginner": 1, "intermediate": 2, "expert": 6}
 NOISE_STD, NOISE_P = 0.01, 0.5
@@ -501,53 +503,63 @@ def held_out_items(parts: dict, i: int) -> dict:
             "text": {"description": parts["descriptions"][i][LEVELS.index("expert")]}}
 
 
+def _mode_summary(rows: list[dict]) -> dict:
+    from cadlab.train_cadrecode import summarize_stage
+
+    summary = summarize_stage([r["score"] for r in rows])
+    summary["seconds_per_reconstruction"] = {"median": float(np.median([r["seconds"] for r in rows])),
+                                             "max": float(np.max([r["seconds"] for r in rows]))}
+    by_family = {}
+    for r in rows:
+        by_family.setdefault(r["family"], []).append(r["score"]["iou"] if r["score"] else 0.0)
+    summary["iou_invalid_as_0_by_family"] = {f: round(float(np.mean(v)), 3) for f, v in sorted(by_family.items())}
+    return {**summary, "rows": rows}
+
+
 def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
-             progress: bool = True, write: bool = True) -> dict:
-    """Greedy held-out metrics per mode (see the module docstring), written into the log's ``eval``."""
+             minutes: float | None = EVAL_MINUTES, progress: bool = True, write: bool = True) -> dict:
+    """Greedy held-out metrics per mode (see the module docstring), written into the log's ``eval``.
+
+    Parts are taken in order and each part goes through every mode before the next, so a run stopped by its
+    time budget (``minutes``) has scored the same parts in every mode; the log is rewritten after each part."""
     from tqdm.auto import tqdm
 
     from cadlab.cadexec import run_cadquery
     from cadlab.cadrille import load_cadrille
     from cadlab.reconstruct import score_program
-    from cadlab.train_cadrecode import TEST_START, score_against_truth, summarize_stage
+    from cadlab.train_cadrecode import TEST_START
 
+    began = time.time()
     model, processor = load_cadrille(model_dir)
     parts = held_out_parts(n_shapes, progress=progress)
-    truths = [run_cadquery(code).mesh for code in parts["codes"]]
-    result = {"shapes": len(truths), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
-              "max_new_tokens": max_new_tokens,
-              "torch_threads": torch.get_num_threads(), "text_level": "expert",
+    result = {"shapes_asked": len(parts["codes"]), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
+              "max_new_tokens": max_new_tokens, "torch_threads": torch.get_num_threads(), "text_level": "expert",
               "frame": "papers' frame: each solid by its own bounding box into [0,1]^3; Chamfer: 8192 surface "
                        "samples each, squared distances, both directions, x1000"}
     log_path = Path(model_dir) / "training_log.json"
-    for mode in modes:
-        rows = []
-        for i in tqdm(range(len(truths)), desc=f"evaluate {mode}", disable=not progress):
+    rows = {mode: [] for mode in modes}
+    for i in tqdm(range(len(parts["codes"])), desc="evaluate (every mode per part)", disable=not progress):
+        if minutes is not None and time.time() - began > minutes * 60:
+            result["stopped_by_time_budget_minutes"] = minutes
+            break
+        truth = run_cadquery(parts["codes"][i]).mesh
+        for mode in modes:
             start = time.perf_counter()
             code = generate_code(model, processor, [held_out_items(parts, i)[mode]], max_new_tokens=max_new_tokens)[0]
             generated = time.perf_counter()
             candidate = score_program(code, parts["points"][i], mode)
-            score = score_against_truth(candidate, truths[i])
-            rows.append({"seed": parts["seeds"][i], "family": parts["families"][i], "score": score,
-                         "generate_seconds": round(generated - start, 3),
-                         "seconds": round(time.perf_counter() - start, 3), "code": code})
-        summary = summarize_stage([r["score"] for r in rows])
-        summary["seconds_per_reconstruction"] = {"median": float(np.median([r["seconds"] for r in rows])),
-                                                 "max": float(np.max([r["seconds"] for r in rows]))}
-        by_family = {}
-        for r in rows:
-            by_family.setdefault(r["family"], []).append(r["score"]["iou"] if r["score"] else 0.0)
-        summary["iou_invalid_as_0_by_family"] = {f: round(float(np.mean(v)), 3) for f, v in sorted(by_family.items())}
-        result[mode] = {**summary, "rows": rows}
+            score = score_against_truth(candidate, truth)
+            rows[mode].append({"seed": parts["seeds"][i], "family": parts["families"][i], "score": score,
+                               "generate_seconds": round(generated - start, 3),
+                               "seconds": round(time.perf_counter() - start, 3), "code": code})
+        result["shapes"] = i + 1
+        for mode in modes:
+            result[mode] = _mode_summary(rows[mode])
+        result["mini_cadrecode_same_shapes"] = cadrecode_baseline(parts["seeds"][:i + 1])
         if write and log_path.exists():
             log = json.loads(log_path.read_text())
             log["eval"] = result
             log_path.write_text(json.dumps(log, indent=1))
-    result["mini_cadrecode_same_shapes"] = cadrecode_baseline(parts["seeds"])
-    if write and log_path.exists():
-        log = json.loads(log_path.read_text())
-        log["eval"] = result
-        log_path.write_text(json.dumps(log, indent=1))
     return result
 
 
@@ -599,11 +611,12 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", type=int, default=EVAL_SHAPES, help="--eval: held-out parts per mode")
     parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")
     parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="--eval: longest program")
+    parser.add_argument("--eval-minutes", type=float, default=EVAL_MINUTES, help="--eval: time budget")
     args = parser.parse_args(argv)
     if args.eval:
         torch.set_num_threads(args.threads or 1)
         print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m],
-                            max_new_tokens=args.max_new_tokens))
+                            max_new_tokens=args.max_new_tokens, minutes=args.eval_minutes))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)

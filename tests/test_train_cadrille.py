@@ -129,3 +129,17 @@ def test_each_mode_writes_a_program(mode, saved_tiny, tmp_path, capsys):
     stem = "text" if mode == "text" else "box"
     assert (tmp_path / "out" / f"{stem}.py").exists()
     assert f"({mode} mode)" in capsys.readouterr().err
+
+
+def test_evaluate_scores_every_mode_on_the_same_parts_and_stops_on_its_budget(saved_tiny, parts, monkeypatch):
+    import cadlab.train_cadrille as tc
+
+    monkeypatch.setattr(tc, "held_out_parts", lambda n, progress=True: parts)
+    result = tc.evaluate(saved_tiny, n_shapes=3, max_new_tokens=8, progress=False, write=False)
+    assert result["shapes"] == 3
+    for mode in ("pc", "img", "text"):
+        r = result[mode]
+        assert r["shapes"] == 3 and [row["seed"] for row in r["rows"]] == parts["seeds"]
+        assert 0.0 <= r["invalid_ratio"] <= 1.0 and r["seconds_per_reconstruction"]["median"] > 0
+    stopped = tc.evaluate(saved_tiny, n_shapes=3, max_new_tokens=8, minutes=0.0, progress=False, write=False)
+    assert stopped["stopped_by_time_budget_minutes"] == 0.0 and "pc" not in stopped
