@@ -175,7 +175,10 @@ class SequenceBuilder:
 # Part families (their hole patterns, sections and polygons come from cadlab.synth)
 # --------------------------------------------------------------------------------------------
 def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    """``n`` and ``word``, plural when n != 1: "1 hole", "2 holes", "2 cylindrical bosses"."""
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word}" + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
 
 
 def _plate(rng, b):

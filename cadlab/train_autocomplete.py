@@ -121,6 +121,13 @@ def attach_adapter(base, folder: Path, trainable: bool):
     return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
 
 
+def is_adapter_base(model, settings: TrainSettings | None = None) -> bool:
+    """True when ``model`` is the model the shipped adapter was trained on (by name: the adapter's
+    deltas are meaningful only on those weights, even where another model has the same shapes)."""
+    name = (settings or TrainSettings()).model
+    return str(getattr(model.config, "name_or_path", "")).rstrip("/").split("/")[-1] == name
+
+
 def load_autocomplete(adapter_dir: Path = WEIGHTS_DIR, base=None, merge: bool = True):
     """(model, tokenizer): the course's model with the shipped adapter, merged into the weights
     (``merge=True``: a plain model again, as fast as the base) and in eval mode."""
@@ -421,11 +428,14 @@ def summarize(rows: list[dict]) -> dict:
             "mean_iou_valid": float(np.mean([r["iou"] for r in valid])) if valid else None}
 
 
-def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", "sampled"), batch_size: int = 16,
-             seed: int = 0, progress: bool = True) -> dict:
+def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", "sampled"), batch_size: int = 1,
+             seed: int = 0, progress: bool = True, on_decoding=None) -> dict:
     """The held-out table of one model: for each decoding and kept fraction, parse rate, valid-solid
     rate and mean IoU (invalid as 0; and over valid ones), overall and per family, and the rows.
-    ``max_new_tokens`` per batch is 1.3 x the longest true completion in it + 16."""
+    ``max_new_tokens`` per batch is 1.3 x the longest true completion in it + 16. One prompt per batch
+    by default: unpadded, so each completion is exactly what ``complete(model, tokenizer, [prompt])``
+    gives (left padding changes logits in their last bits, enough to flip a greedy near-tie). ``on_decoding(table)``,
+    if given, is called after each decoding with the table so far (so a long run can save as it goes)."""
     truths, items = {}, []
     for s in seeds:
         caption, full = ac.sample_sequence(s)
@@ -460,6 +470,8 @@ def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", 
         table[decoding] = {"by_fraction": by_fraction, "seconds": round(time.time() - t0, 1),
                            "by_family": {fam: summarize([r for r in rows if r["family"] == fam]) for fam in families},
                            "rows": rows}
+        if on_decoding is not None:
+            on_decoding(table)
     return table
 
 
@@ -497,9 +509,9 @@ def print_table(result: dict) -> None:
 
 
 def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned"),
-                   batch_size: int = 16, progress: bool = True) -> dict:
+                   batch_size: int = 1, progress: bool = True) -> dict:
     """``evaluate`` the base model and the shipped adapter on ``parts`` held-out parts; the table
-    goes into ``training_log.json`` under ``eval`` (written after each model)."""
+    goes into ``training_log.json`` under ``eval`` (written after each decoding of each model)."""
     path = Path(out_dir) / "training_log.json"
     base_model, tokenizer = load_base()
     seeds = held_out_seeds(parts, tokenizer, TrainSettings().max_seq_length)
@@ -513,12 +525,16 @@ def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", 
         tuned, _ = load_autocomplete(out_dir, base=(copy.deepcopy(base_model), tokenizer))
         kinds["fine_tuned"] = loss_by_kind(tuned, tokenizer, seeds)
         result["adapter_step"] = log["train"][-1]["step"] if log.get("train") else None
-    for name in which:
-        model = base_model if name == "base" else tuned
-        result[name] = evaluate(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress)
+    def save(name, table):                   # after each decoding: an interrupted --eval keeps what it did
+        result[name] = table
         log = json.loads(path.read_text()) if path.exists() else {}
         log["eval"] = result
         path.write_text(json.dumps(log, indent=1))
+
+    for name in which:
+        model = base_model if name == "base" else tuned
+        save(name, evaluate(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress,
+                            on_decoding=lambda table, name=name: save(name, dict(table))))
     return result
 
 

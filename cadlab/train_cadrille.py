@@ -1,6 +1,7 @@
 """Train the course's mini Cadrille on synthetic parts, in all three modes, and evaluate it per mode.
 
-    python -m cadlab.train_cadrille --minutes 30 --threads 1    # build the data, train (resumes its run)
+    python -m cadlab.train_cadrille --minutes 30 --threads 1    # build the data, train (resumes its run,
+                                                                # else continues from the shipped model)
     python -m cadlab.train_cadrille --eval --shapes 60          # held-out metrics per mode into the log
 
 The model. A tiny Qwen2-VL (``cadlab.cadrille.Cadrille``): its language model is the mini CAD-Recode's
@@ -280,6 +281,7 @@ class TrainSettings:
     bf16: bool = True
     seed: int = 0
     max_steps: int | None = None      # tests: a step budget instead of the wall-time budget
+    from_shipped: bool = True         # with no run state: continue from the shipped model (a fresh optimizer)
     vision: VisionSettings = field(default_factory=VisionSettings)
 
 
@@ -352,6 +354,13 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
         if state.pop("finished", False):          # the last run spent its budget: this one is a new run
             state.pop("run_index", None)
         print(f"resuming the run in {run_dir} at step {state['step']}")
+    elif settings.from_shipped and (out_dir / "model.safetensors").exists() and (out_dir / "training_log.json").exists():
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
+        model = Cadrille.from_pretrained(out_dir)
+        shipped_log = json.loads((out_dir / "training_log.json").read_text())
+        state = {"step": shipped_log["train"][-1]["step"] if shipped_log.get("train") else 0, "log": shipped_log}
+        tokenizer.save_pretrained(run_dir)
+        print(f"starting from the shipped model in {out_dir} (step {state['step']}; a fresh optimizer)")
     else:
         if lm is None:
             from cadlab.cadrecode import load_cadrecode
@@ -607,6 +616,8 @@ def main(argv=None) -> int:
     parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)
     parser.add_argument("--checkpoint-minutes", type=float, default=defaults.checkpoint_minutes)
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=defaults.bf16)
+    parser.add_argument("--from-shipped", action=argparse.BooleanOptionalAction, default=defaults.from_shipped,
+                        help="with no run state, continue from the model in --out (default) instead of from scratch")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice; --eval: 1)")
     parser.add_argument("--shapes", type=int, default=EVAL_SHAPES, help="--eval: held-out parts per mode")
     parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")

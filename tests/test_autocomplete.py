@@ -68,6 +68,13 @@ def test_sample_sequence_is_deepcad_format_and_pure():
     assert extent_types == {"OneSideFeatureExtentType", "SymmetricFeatureExtentType", "TwoSidesFeatureExtentType"}
 
 
+def test_captions_use_correct_plurals():
+    assert [ac._count(n, w) for n, w in ((1, "hole"), (3, "hole"), (1, "cylindrical boss"), (2, "cylindrical boss"))] \
+        == ["1 hole", "3 holes", "1 cylindrical boss", "2 cylindrical bosses"]
+    captions = [ac.sample_sequence(seed, family="bosses")[0] for seed in range(20)]
+    assert any("bosses" in c for c in captions) and not any("bosss" in c for c in captions)
+
+
 def test_truncations_as_the_public_script_writes_them():
     # the script's own docstring: 2 ops -> 1; 3 -> 1, 2; 4 -> 1, 2, 3; 10 -> 1, 3, 5, 7, 9
     assert [ac.kept_counts(n) for n in (1, 2, 3, 4, 10)] == [[], [1], [1, 2], [1, 2, 3], [1, 3, 5, 7, 9]]

@@ -126,3 +126,15 @@ def test_loss_by_kind_splits_digits_from_structure(tokenizer):
     assert low <= kinds["all"] <= high
     assert kinds["all"] == pytest.approx(kinds["digits"] * kinds["digit_share"]
                                          + kinds["structure"] * (1 - kinds["digit_share"]), rel=1e-3)
+
+
+def test_evaluate_reports_each_decoding_as_it_finishes(tokenizer):
+    model = tiny_qwen2(seed=5, vocab_size=len(tokenizer))
+    seen = []
+    table = ta.evaluate(model, tokenizer, [4], fractions=(0.5,), progress=False,
+                        on_decoding=lambda t: seen.append(sorted(k for k in t if k in ("greedy", "sampled"))))
+    assert seen == [["greedy"], ["greedy", "sampled"]]
+    for decoding in ("greedy", "sampled"):
+        block = table[decoding]
+        assert block["by_fraction"]["0.5"]["n"] == 1 and len(block["rows"]) == 1
+        assert block["rows"][0]["parsed"] is False           # a random model writes no JSON

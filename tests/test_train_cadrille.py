@@ -84,6 +84,12 @@ def test_a_few_steps_reduce_every_mode_loss_and_a_run_resumes(tokenizer, parts, 
     assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 0
     again = train(tmp_path / "run", tmp_path / "out", settings(max_steps=2), data=parts, val=parts, progress=False)
     assert [r["step"] for r in again["train"]] == list(range(1, 11)) and len(again["runs"]) == 2
+    import shutil
+
+    shutil.rmtree(tmp_path / "run")                # a new machine: no run state, only the shipped model
+    fresh = train(tmp_path / "run", tmp_path / "out", settings(max_steps=2), data=parts, val=parts, progress=False)
+    assert [r["step"] for r in fresh["train"]] == list(range(1, 13)) and len(fresh["runs"]) == 3
+    assert fresh["train"][10]["text"] < first["text"]       # it went on from the shipped weights, not from scratch
 
 
 @pytest.fixture(scope="module")

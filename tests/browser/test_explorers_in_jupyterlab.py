@@ -35,6 +35,8 @@ NEEDS = {
                              "inputs = prepare_inputs(points, tokenizer)", "seen_embeddings, encoder_calls = [], []",
                              "MAX_NEW = 256"],
                             [("def show_reconstruction", "dropdown", "shape", "tests/data/parts/")]),
+    "08_cadrille.ipynb": ([], [("def explore(mode", "dropdown", "part", "10000002")]),
+    "09_cad_autocomplete.ipynb": (["tuned, _ = ta.load_autocomplete"], [("def explore(seed", "slider", "kept ops", "3")]),
 }
 RUN_TIMEOUT_S = 150          # one notebook's cells, on a loaded 2-core machine
 CHANGE_TIMEOUT_S = 90        # one explorer step (notebook 07 runs the whole pipeline: generation, sandbox, fit)
@@ -169,7 +171,7 @@ def test_explorer_runs_and_responds_in_jupyterlab(name, lab, browser, out_dir):
             time.sleep(0.5)                                                  # let the last image paint
             output = cell.locator(".jp-Cell-outputWrapper")
             output.scroll_into_view_if_needed()
-            output.screenshot(path=str(OUT / f"{stem}_{marker.removeprefix('def ')}.png"))
+            output.screenshot(path=str(OUT / f"{stem}_{marker.removeprefix('def ').split('(')[0]}.png"))
 
         assert not error_outputs(panel), f"error output in {name}:\n" + "\n---\n".join(error_outputs(panel))
         assert "Error displaying widget" not in panel.locator(".jp-Notebook").inner_text()
