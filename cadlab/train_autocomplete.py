@@ -497,6 +497,39 @@ def loss_by_kind(model, tokenizer, seeds) -> dict:
         "digit_share": round(counts["digits"] / counts["all"], 4)}
 
 
+@torch.no_grad()
+def stop_decisions(model, tokenizer, seeds) -> dict:
+    """The decision "another operation, or close" after every extrude of each held-out part, read by
+    teacher forcing (one forward pass over the full text: the same logits as a prompt cut there).
+
+    At the end of operation k the next token is ``" ,"`` (another operation) or ``" ]"`` (the close
+    ``" ]}"``); the model decides right when the truth's one has the higher logit. Returns the rates
+    for ``continue`` (k < n) and ``close`` (k = n) decisions, and per part the probability the model
+    gives to closing where it should close."""
+    go, stop = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (ac.SEPARATOR, ac.CLOSE))
+    right = {"continue": [], "close": []}
+    p_close = {}
+    model.eval()
+    for seed in seeds:
+        caption, full = ac.sample_sequence(seed)
+        prompt = ac.PROMPT.format(caption=caption)
+        encoding = tokenizer(prompt + ac.serialize(full), return_offsets_mapping=True)
+        starts = {start: i for i, (start, end) in enumerate(encoding["offset_mapping"]) if end > start}
+        logits = model(input_ids=torch.tensor([encoding["input_ids"]])).logits[0].float()
+        n = len(full["sequence"])
+        for k in range(1, n + 1):
+            if full["sequence"][k - 1]["type"] != "ExtrudeFeature":
+                continue
+            at = starts[len(prompt) + len(ac.serialize(full, k))]       # the decision token's position
+            pair = torch.softmax(logits[at - 1, [go, stop]], dim=0)
+            kind = "close" if k == n else "continue"
+            right[kind].append(bool(pair[1] > pair[0]) == (kind == "close"))
+            if kind == "close":
+                p_close[seed] = round(float(pair[1]), 4)
+    return {kind: {"n": len(v), "right": sum(v) / max(len(v), 1)} for kind, v in right.items()} | {
+        "p_close_at_the_end": p_close}
+
+
 def print_table(result: dict) -> None:
     for name in ("base", "fine_tuned"):
         for decoding in ("greedy", "sampled"):
@@ -525,6 +558,9 @@ def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", 
         tuned, _ = load_autocomplete(out_dir, base=(copy.deepcopy(base_model), tokenizer))
         kinds["fine_tuned"] = loss_by_kind(tuned, tokenizer, seeds)
         result["adapter_step"] = log["train"][-1]["step"] if log.get("train") else None
+    result["stop_decisions"] = {"base": stop_decisions(base_model, tokenizer, seeds)} | (
+        {"fine_tuned": stop_decisions(tuned, tokenizer, seeds)} if tuned is not None else {})
+
     def save(name, table):                   # after each decoding: an interrupted --eval keeps what it did
         result[name] = table
         log = json.loads(path.read_text()) if path.exists() else {}

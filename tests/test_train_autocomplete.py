@@ -138,3 +138,19 @@ def test_evaluate_reports_each_decoding_as_it_finishes(tokenizer):
         block = table[decoding]
         assert block["by_fraction"]["0.5"]["n"] == 1 and len(block["rows"]) == 1
         assert block["rows"][0]["parsed"] is False           # a random model writes no JSON
+
+
+def test_stop_decisions_count_every_extrude_and_read_the_two_tokens(tokenizer):
+    model = tiny_qwen2(seed=6, vocab_size=len(tokenizer))
+    seeds = [1, 2, 3]
+    result = ta.stop_decisions(model, tokenizer, seeds)
+    extrudes = [sum(item["type"] == "ExtrudeFeature" for item in ac.sample_sequence(s)[1]["sequence"]) for s in seeds]
+    assert result["close"]["n"] == len(seeds) and result["continue"]["n"] == sum(extrudes) - len(seeds)
+    assert set(result["p_close_at_the_end"]) == set(seeds)
+    assert all(0.0 <= p <= 1.0 for p in result["p_close_at_the_end"].values())
+    # a model that always closes is right on every close and wrong on every continue
+    stop = tokenizer(ac.CLOSE, add_special_tokens=False)["input_ids"][0]
+    closer = type("Closer", (torch.nn.Module,), {"forward": lambda self, input_ids: type("O", (), {
+        "logits": torch.nn.functional.one_hot(torch.full(input_ids.shape, stop), len(tokenizer)).float()})()})()
+    always = ta.stop_decisions(closer, tokenizer, seeds)
+    assert always["close"]["right"] == 1.0 and always["continue"]["right"] == 0.0
