@@ -163,3 +163,26 @@ def test_explore_cloud_fps_covers_better_than_random_and_feature_is_the_encoders
         pointcloud.explore_cloud(plate_surface, 64, "grid")
     with pytest.raises(ValueError, match="n_points must be between 1 and the 4096"):
         pointcloud.explore_cloud(plate_surface, 5000)
+
+
+def test_every_lesson_with_an_explorer_is_driven_by_the_browser_test():
+    """tests/browser/ runs without Chromium only in CI; this checks, everywhere, that it covers each
+    explorer: every lesson whose cells build widgets is in its NEEDS, with one control per explorer."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("browser_test", root / "tests/browser/test_explorers_in_jupyterlab.py")
+    browser = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(browser)
+    with_explorers = {}
+    for lesson in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(lesson.read_text())["cells"]
+        count = sum(browser.is_explorer(c) for c in cells)
+        widget_cells = sum(c["cell_type"] == "code" and "ipywidgets" in "".join(c["source"]) for c in cells)
+        assert count == widget_cells, f"{lesson.name}: a widget cell the browser test would not recognise"
+        if count:
+            with_explorers[lesson.name] = count
+    assert {name: len(browser.NEEDS[name][1]) for name in with_explorers if name in browser.NEEDS} == with_explorers
+    assert set(browser.NEEDS) == set(with_explorers)

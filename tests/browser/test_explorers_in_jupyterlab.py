@@ -23,11 +23,14 @@ NOTEBOOKS = ROOT / "notebooks"
 OUT = ROOT / "out" / "browser"           # the same folder as conftest.OUT (the fixture out_dir empties it)
 
 # notebook -> (source markers of the cells the explorers need besides the first code cell,
-#              [(explorer marker, control kind, control label, new value)]: one control moved per explorer)
+#              [(explorer marker, control kind, control label, new value[, button to click then])]:
+#              one control moved per explorer)
 NEEDS = {
     "01_qwen25_layers.ipynb": ([], [("def show_attention", "slider", "head", "4"),
                                     ("def show_lens", "slider", "layers", "10")]),
+    "02_sampling_loop.ipynb": (["EOS ="], [("def explore(prompt", "slider", "seed", "3")]),
     "03_kv_cache.ipynb": ([], [("def show_cache", "dropdown", "dtype", "float32")]),
+    "04_babygpt.ipynb": ([], [("button.on_click(", "slider", "temperature", "0.0", "Generate")]),
     "05_parallel_decoding.ipynb": ([], [("def show_block", "slider", "refine_iter", "5")]),
     "06_point_clouds.ipynb": (["parts = {", "meshes[name] = load_mesh(path)", "normalized = {name: normalize_mesh"],
                               [("def show_cloud", "dropdown", "shape", "plate")]),
@@ -49,7 +52,8 @@ def error_outputs(panel) -> list[str]:
 
 
 def is_explorer(cell) -> bool:
-    return cell["cell_type"] == "code" and "widgets.interact(" in "".join(cell["source"])
+    """A widget cell: ``widgets.interact(...)``, or controls wired to a button (notebook 04)."""
+    return cell["cell_type"] == "code" and re.search(r"widgets\.interact\(|\.on_click\(", "".join(cell["source"])) is not None
 
 
 def trimmed_copy(name: str, folder: Path) -> Path:
@@ -102,7 +106,7 @@ def move_control(page, cell, kind: str, label: str, value: str):
         page.keyboard.press("Control+A")
         page.keyboard.type(value)
         page.keyboard.press("Enter")
-        wait_until(lambda: readout.inner_text().strip() == value, 10, f"the {label} slider to read {value}")
+        wait_until(lambda: float(readout.inner_text().strip()) == float(value), 10, f"the {label} slider to read {value}")
     else:                                             # the first option whose label starts with value
         select = box.locator("select")
         options = select.locator("option").all_inner_texts()
@@ -157,14 +161,16 @@ def test_explorer_runs_and_responds_in_jupyterlab(name, lab, browser, out_dir):
         run_s = time.monotonic() - started
         assert not error_outputs(panel), f"error output in {name}:\n" + "\n---\n".join(error_outputs(panel))
 
-        for marker, kind, label, value in NEEDS[name][1]:
+        for marker, kind, label, value, *button in NEEDS[name][1]:
             cell = cells.filter(has_text=marker)
             assert cell.count() == 1, f"explorer cell {marker!r} not found"
-            cell.locator(".widget-interact").wait_for(timeout=30_000)       # the widget manager rendered it
+            cell.locator(".widget-output").first.wait_for(timeout=30_000)   # the widget manager rendered it
             wait_until(lambda: output_signature(cell) != "|", CHANGE_TIMEOUT_S, "the explorer's first output")
             wait_until(lambda: status.get_attribute("data-status") == "idle", CHANGE_TIMEOUT_S, "the first output")
             before = output_signature(cell)
             move_control(page, cell, kind, label, value)
+            if button:
+                cell.locator("button", has_text=re.compile(f"^{re.escape(button[0])}$")).click()
             wait_until(lambda: output_signature(cell) != before, CHANGE_TIMEOUT_S,
                        f"the output of {marker!r} to change after {label} -> {value}")
             wait_until(lambda: status.get_attribute("data-status") == "idle", CHANGE_TIMEOUT_S, "the kernel")
