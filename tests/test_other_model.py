@@ -93,7 +93,7 @@ def _print_slowest_cells(stem, notebook, n=3):
 @pytest.fixture(scope="module")
 def executed(other_model, tmp_path_factory):
     """Every LM lesson executed in a kernel whose environment points CADLAB_LM at the other model,
-    ``PARALLEL`` at a time, longest first: {stem: (notebook, None) or (None, the error)}."""
+    ``PARALLEL`` at a time, largest file first: {stem: (notebook, None) or (None, the error)}."""
     import asyncio
 
     from nbclient import NotebookClient

@@ -2,6 +2,7 @@
 adapter, and the evaluation's scoring."""
 
 import json
+import types
 
 import pytest
 import torch
@@ -150,7 +151,11 @@ def test_stop_decisions_count_every_extrude_and_read_the_two_tokens(tokenizer):
     assert all(0.0 <= p <= 1.0 for p in result["p_close_at_the_end"].values())
     # a model that always closes is right on every close and wrong on every continue
     stop = tokenizer(ac.CLOSE, add_special_tokens=False)["input_ids"][0]
-    closer = type("Closer", (torch.nn.Module,), {"forward": lambda self, input_ids: type("O", (), {
-        "logits": torch.nn.functional.one_hot(torch.full(input_ids.shape, stop), len(tokenizer)).float()})()})()
-    always = ta.stop_decisions(closer, tokenizer, seeds)
+
+    class AlwaysClose(torch.nn.Module):
+        def forward(self, input_ids):
+            logits = torch.nn.functional.one_hot(torch.full(input_ids.shape, stop), len(tokenizer)).float()
+            return types.SimpleNamespace(logits=logits)
+
+    always = ta.stop_decisions(AlwaysClose(), tokenizer, seeds)
     assert always["close"]["right"] == 1.0 and always["continue"]["right"] == 0.0
