@@ -228,6 +228,45 @@ def number_errors(predicted: str, truth: str) -> dict | None:
     return errors
 
 
+def error_anatomy(rows: list[dict]) -> dict:
+    """Where predicted programs go wrong, read off the code against the true program (no solids).
+
+    ``rows``: dicts with the predicted ``code`` (None for no program) and the true ``truth_code``.
+    Shares of the rows with the true workplane plane (``'XY'`` / ``'YZ'`` / ``'ZX'``), with the true kind
+    of part (``describe.part_name`` of both programs, read without the family: plate, disc, prism, ...),
+    and with the true skeleton (``reconstruct.skeleton``: the same construction, numbers aside); then, over
+    the programs with the true skeleton, the share of numbers exactly right and the median |error| in grid
+    units. A wrong skeleton makes the numbers incomparable: they are not counted."""
+    from cadlab.describe import parse_program, part_name
+
+    def plane(code):
+        found = re.search(r"Workplane\('(\w+)'", code or "")
+        return found[1] if found else None
+
+    def kind(code):
+        try:
+            return part_name(parse_program(code))
+        except Exception:               # noqa: BLE001 - a program outside the grammar has no kind
+            return None
+
+    n = len(rows)
+    same_plane = same_kind = same_skeleton = 0
+    errors = []
+    for row in rows:
+        truth, code = row["truth_code"], row["code"] or ""
+        same_plane += plane(code) == plane(truth)
+        same_kind += kind(code) is not None and kind(code) == kind(truth)
+        numbers = number_errors(code, truth)
+        if numbers is not None:
+            same_skeleton += 1
+            errors += [e for values in numbers.values() for e in values]
+    share = (lambda k: round(k / n, 3) if n else None)
+    return {"parts": n, "plane_right": share(same_plane), "kind_right": share(same_kind),
+            "skeleton_right": share(same_skeleton), "numbers_compared": len(errors),
+            "numbers_exact": round(sum(e == 0 for e in errors) / len(errors), 3) if errors else None,
+            "median_number_error": float(np.median(errors)) if errors else None}
+
+
 @dataclass
 class Reconstruction:
     """What ``reconstruct`` produced for one input.

@@ -436,6 +436,67 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
 
 
 # --------------------------------------------------------------------------------------------
+# Measure before you scale: the same budget, one change at a time
+# --------------------------------------------------------------------------------------------
+ABLATIONS = {                   # name -> what differs from the shipped run's settings
+    "as shipped (hidden 256, 4 layers, batch 16)": {},
+    "smaller: hidden 192, 3 layers": {"hidden_size": 192, "layers": 3, "intermediate_size": 576},
+    "larger: hidden 384, 6 layers": {"hidden_size": 384, "layers": 6, "intermediate_size": 1152},
+    "batch 8": {"batch_size": 8},
+    "batch 32": {"batch_size": 32},
+    "peak lr x2 (3e-3)": {"lr": 3e-3},
+}
+ABLATION_DIR = RUN_DIR.parent / "mini-cadrecode-ablations"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def ablate(minutes: float = 12.0, names=None, chunks: int = 8, n_shapes: int = 40, root: Path = ABLATION_DIR,
+           out_dir: Path = WEIGHTS_DIR, progress: bool = True) -> list[dict]:
+    """Train each of ``ABLATIONS`` (or those in ``names``) from scratch for the same ``minutes`` of
+    steps on the same programs (the first ``chunks`` cached chunks, fixed for the whole run), then
+    record its held-out losses (all tokens, digits, syntax, shuffled clouds) and its greedy IoU on the
+    first ``n_shapes`` held-out shapes. The base settings are the shipped run's own (``log["runs"][0]``).
+
+    A finished row is kept in ``root/<name>/result.json``, so a rerun skips it and two processes can
+    share the list; every finished row (in ``ABLATIONS`` order) is then copied into the shipped log as
+    ``log["ablations"]``."""
+    from cadlab.cadexec import run_cadquery
+    from cadlab.cadrecode import load_cadrecode
+
+    log_path = Path(out_dir) / "training_log.json"
+    base = json.loads(log_path.read_text())["runs"][0]["settings"]
+    data = train_data(min_chunks=chunks, max_chunks=chunks, progress=progress)
+    data["refresh"] = False
+    test = held_out_set(progress=progress)
+    truths = [run_cadquery(code).mesh for code in test["codes"][:n_shapes]]
+    for name in names or ABLATIONS:
+        folder = Path(root) / _slug(name)
+        if (folder / "result.json").exists():
+            continue
+        settings = TrainSettings(**{**base, **ABLATIONS[name], "minutes": minutes, "from_shipped": False,
+                                    "max_steps": None, "min_chunks": chunks, "max_chunks": chunks})
+        log = train(folder / "run", folder / "model", settings, data=data, progress=progress)
+        model, tokenizer = load_cadrecode(folder / "model")
+        greedy = evaluate_set(model, tokenizer, truths, test["points"][:n_shapes], samples=1, fit=False,
+                              progress=progress)["greedy"]
+        run = log["runs"][-1]
+        row = {"name": name, "changes": ABLATIONS[name], "params": log["config"]["params"], "minutes": minutes,
+               "steps": run["steps"], "programs_seen": run["steps"] * settings.batch_size,
+               "train_programs": len(data["codes"]), "torch_threads": run["torch_threads"],
+               "val": log["val"][-1], "greedy": greedy}
+        (folder / "result.json").write_text(json.dumps(row, indent=1))
+    rows = [json.loads(p.read_text()) for name in ABLATIONS
+            if (p := Path(root) / _slug(name) / "result.json").exists()]
+    shipped = json.loads(log_path.read_text())
+    shipped["ablations"] = rows
+    log_path.write_text(json.dumps(shipped, indent=1))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
 def score_against_truth(candidate, truth) -> dict | None:
@@ -465,14 +526,16 @@ def summarize_stage(scores) -> dict:
 
 
 def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: bool = True,
-                 fit_seconds: float = 5.0, names=None, progress: bool = True) -> dict:
+                 fit_seconds: float = 5.0, names=None, truth_codes=None, progress: bool = True) -> dict:
     """Run ``cadlab.reconstruct.reconstruct`` (the course's one pipeline) on every true solid and score
     each stage against the truth: ``greedy`` (the pool's first program), ``best_of_k`` (chosen by
     Chamfer distance to the input cloud, no ground truth) and ``fit`` (its numbers fitted).
-    Returns a summary per stage, per-shape rows and seconds per shape."""
+    Returns a summary per stage, per-shape rows and seconds per shape; with the true programs
+    (``truth_codes``, in the training programs' form) also ``anatomy``: ``error_anatomy`` of the greedy
+    and the fitted programs (right plane, right kind of part, right skeleton, numbers off by how much)."""
     from tqdm.auto import tqdm
 
-    from cadlab.reconstruct import reconstruct
+    from cadlab.reconstruct import error_anatomy, reconstruct
 
     rows = []
     for i, truth in enumerate(tqdm(truths, desc="reconstruct + score", disable=not progress)):
@@ -481,6 +544,8 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
         row = {"name": None if names is None else names[i], "seconds": rec.seconds,
                "generate_seconds": rec.generate_seconds, "greedy": score_against_truth(rec.greedy, truth),
                "greedy_code": rec.greedy.code}
+        if truth_codes is not None:
+            row["truth_code"] = truth_codes[i]
         if samples > 1:
             row["best_of_k"] = score_against_truth(rec.candidates[rec.best] if rec.best is not None else None, truth)
             row["best_source"] = None if rec.best is None else rec.candidates[rec.best].source
@@ -490,11 +555,14 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
             row["fit_evaluations"] = rec.fit_evaluations
         rows.append(row)
     stages = ["greedy"] + (["best_of_k"] if samples > 1 else []) + (["fit"] if fit else [])
-    return {"samples": samples, "fit_numbers": fit, "fit_seconds": fit_seconds,
-            **{stage: summarize_stage([r[stage] for r in rows]) for stage in stages},
-            "seconds_per_shape": {"median": float(np.median([r["seconds"] for r in rows])),
-                                  "max": float(np.max([r["seconds"] for r in rows]))},
-            "rows": rows}
+    result = {"samples": samples, "fit_numbers": fit, "fit_seconds": fit_seconds,
+              **{stage: summarize_stage([r[stage] for r in rows]) for stage in stages},
+              "seconds_per_shape": {"median": float(np.median([r["seconds"] for r in rows])),
+                                    "max": float(np.max([r["seconds"] for r in rows]))}}
+    if truth_codes is not None:
+        result["anatomy"] = {stage: error_anatomy([{"code": r[f"{stage}_code"], "truth_code": r["truth_code"]}
+                                                   for r in rows]) for stage in ("greedy", "fit") if stage in stages}
+    return {**result, "rows": rows}
 
 
 def workshop_parts(folder=None) -> dict:
@@ -527,13 +595,13 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, pipeline_shapes
         log_path.write_text(json.dumps(log, indent=1))
 
     result["held_out_greedy"] = evaluate_set(model, tokenizer, truths, test["points"][:n], samples=1, fit=False,
-                                             names=test["seeds"][:n], progress=progress)
+                                             names=test["seeds"][:n], truth_codes=test["codes"][:n], progress=progress)
     write_log()                                  # greedy results are kept even if the rest is cut short
     m = n if pipeline_shapes is None else min(pipeline_shapes, n)
     if m:
         result["held_out_pipeline"] = evaluate_set(model, tokenizer, truths[:m], test["points"][:m], samples=samples,
                                                    fit=True, fit_seconds=fit_seconds, names=test["seeds"][:m],
-                                                   progress=progress)
+                                                   truth_codes=test["codes"][:m], progress=progress)
         write_log()
     parts = workshop_parts()
     if parts:
@@ -563,6 +631,9 @@ def main(argv=None) -> int:
     defaults = TrainSettings()
     parser = argparse.ArgumentParser(prog="python -m cadlab.train_cadrecode", description=__doc__.split("\n")[0])
     parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out set")
+    parser.add_argument("--ablate", nargs="*", metavar="NAME", default=None,
+                        help="train the ABLATIONS (all, or the NAMEs given) from scratch for --minutes each, "
+                             "on the same --min-chunks chunks, and add the results to the shipped log")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget of this run's steps")
@@ -591,6 +662,12 @@ def main(argv=None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ablate is not None:
+        unknown = [n for n in args.ablate if n not in ABLATIONS]
+        if unknown:
+            parser.error(f"unknown ablation {unknown}; choose from {list(ABLATIONS)}")
+        ablate(args.minutes, args.ablate or None, chunks=args.min_chunks)
+        return 0
     names = {f.name for f in fields(TrainSettings)}
     settings = TrainSettings(**{k: v for k, v in vars(args).items() if k in names})
     train(args.run_dir, args.out, settings)

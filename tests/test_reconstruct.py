@@ -372,3 +372,21 @@ def test_a_fit_budgeted_in_tries_is_reproducible():
     first, n_first = rec.fit_numbers(start, cloud, seconds=600, max_evaluations=10)
     again, n_again = rec.fit_numbers(start, cloud, seconds=600, max_evaluations=10)
     assert n_first == n_again == 10 and first.code == again.code and first.score < start.score
+
+
+def test_error_anatomy_reads_plane_kind_skeleton_and_numbers_off_the_code():
+    head = "import cadquery as cq\n"
+    truth = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().rect(200,80).finalize().extrude(20)\n"
+    off_by = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().rect(190,80).finalize().extrude(22)\n"
+    other_plane = off_by.replace("'XY'", "'YZ'")
+    disc = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().circle(100).finalize().extrude(20)\n"
+    rows = [{"code": c, "truth_code": truth} for c in (truth, off_by, other_plane, disc, None)]
+    a = rec.error_anatomy(rows)
+    assert a["parts"] == 5
+    assert a["plane_right"] == 0.6                     # truth, off_by, disc
+    assert a["kind_right"] == 0.6                      # the three plates (a plate on YZ is still a plate)
+    assert a["skeleton_right"] == 0.4                  # truth and off_by: another plane is another construction
+    assert a["numbers_compared"] == 2 * 6              # origin (3), rect (2), extrude (1), on the two with its skeleton
+    assert a["numbers_exact"] == round(10 / 12, 3)     # off_by misses 200 by 10 and 20 by 2
+    assert a["median_number_error"] == 0.0
+    assert rec.error_anatomy([{"code": disc, "truth_code": truth}])["numbers_exact"] is None

@@ -119,6 +119,33 @@ def test_a_new_run_starts_from_the_shipped_model_and_adds_up_its_time(tmp_path):
     assert set(second["val"][-1]) >= {"loss", "digits", "syntax", "shuffled"}
 
 
+def test_ablate_trains_each_change_from_scratch_on_the_same_data_and_logs_it(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    import cadlab.train_cadrecode as tc
+
+    data = six_programs(3)
+    monkeypatch.setattr(tc, "train_data", lambda **kw: dict(data))
+    monkeypatch.setattr(tc, "held_out_set", lambda **kw: {**data, "seeds": list(range(6))})
+    monkeypatch.setattr(tc, "ABLATIONS", {"base": {}, "wider": {"hidden_size": 48}})
+    out = tmp_path / "out"
+    out.mkdir()
+    shipped_settings = asdict(TrainSettings(**SMALL))
+    (out / "training_log.json").write_text(json.dumps({"runs": [{"settings": shipped_settings}], "train": []}))
+    rows = tc.ablate(minutes=0.01, chunks=1, n_shapes=1, root=tmp_path / "abl", out_dir=out, progress=False)
+    assert [r["name"] for r in rows] == ["base", "wider"]
+    assert json.loads((out / "training_log.json").read_text())["ablations"] == rows
+    assert rows[1]["params"] > rows[0]["params"] and rows[1]["changes"] == {"hidden_size": 48}
+    for row in rows:
+        assert row["steps"] >= 1 and row["train_programs"] == 6 and row["greedy"]["shapes"] == 1
+        assert set(row["val"]) >= {"loss", "digits", "syntax", "shuffled"}
+        run = json.loads((tmp_path / "abl" / tc._slug(row["name"]) / "model" / "training_log.json").read_text())
+        assert len(run["runs"]) == 1 and run["runs"][0]["started_at_step"] == 0      # from scratch, one run
+        assert run["runs"][0]["settings"]["lr"] == SMALL["lr"]                       # the shipped run's settings
+    monkeypatch.setattr(tc, "train", lambda *a, **k: pytest.fail("a finished ablation is trained again"))
+    assert tc.ablate(minutes=0.01, chunks=1, n_shapes=1, root=tmp_path / "abl", out_dir=out, progress=False) == rows
+
+
 def test_bf16_autocast_training_keeps_fp32_weights(tmp_path):
     rng = np.random.default_rng(1)
     codes = [generate_program(s) for s in range(6)]
@@ -179,9 +206,14 @@ def test_evaluate_set_scores_every_stage_against_the_truth():
     from cadlab.train_cadrecode import evaluate_set, summarize_stage
 
     model, tokenizer = load_cadrecode()
-    truths = [normalized_program(TEST_START + i)[1] for i in (1, 3)]
-    result = evaluate_set(model, tokenizer, truths, samples=2, fit=True, fit_seconds=0.3, progress=False)
-    assert set(result) >= {"greedy", "best_of_k", "fit", "rows", "seconds_per_shape"}
+    programs = [normalized_program(TEST_START + i) for i in (1, 3)]
+    truths, codes = [p[1] for p in programs], [p[0] for p in programs]
+    result = evaluate_set(model, tokenizer, truths, samples=2, fit=True, fit_seconds=0.3, truth_codes=codes,
+                          progress=False)
+    assert set(result) >= {"greedy", "best_of_k", "fit", "rows", "seconds_per_shape", "anatomy"}
+    assert [row["truth_code"] for row in result["rows"]] == codes
+    assert set(result["anatomy"]) == {"greedy", "fit"} and result["anatomy"]["greedy"]["parts"] == 2
+    assert "anatomy" not in evaluate_set(model, tokenizer, truths[:1], samples=1, fit=False, progress=False)
     assert result["greedy"]["shapes"] == 2 and len(result["rows"]) == 2
     for row in result["rows"]:
         for stage in ("greedy", "best_of_k", "fit"):
