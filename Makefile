@@ -112,9 +112,10 @@ solutions:
 
 # Re-run notebooks in place and store their outputs, with the same settings nbval uses, then
 # regenerate and run their solutions: `make execute NB=notebooks/03_kv_cache.ipynb` (default: every lesson).
+# tools/execute_notebook.py is nbconvert's --execute --inplace without the Output-widget imitation that
+# can hang it at an explorer cell (its docstring says why); explorers are stored without outputs.
 NB ?= $(LESSONS)
-EXECUTE := $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3
+EXECUTE := $(PY) tools/execute_notebook.py --timeout 600
 execute: setup
 	for nb in $(NB); do $(OFFLINE) $(EXECUTE) "$$nb" || exit 1; done
 	for solution in $$($(PY) tools/make_solutions.py $(filter-out notebooks/solutions/%,$(NB))); do \
