@@ -41,6 +41,7 @@ own bounding box into [0, 1]^3, 8192 surface samples); invalid rate and seconds 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -55,6 +56,7 @@ import torch
 from cadlab.cadrille import (MINI_CADRILLE_DIR, MODES, Cadrille, CadrilleProcessor, cadrille_config, collate,
                              generate_code, load_language_model, mini_tokenizer, token_ids)
 from cadlab.describe import LEVELS, describe
+from cadlab.reconstruct import error_anatomy
 from cadlab.train_cadrecode import score_against_truth
 
 WEIGHTS_DIR = MINI_CADRILLE_DIR
@@ -241,6 +243,57 @@ def new_model(lm, tokenizer, vision: VisionSettings = VisionSettings(), seed: in
     return model
 
 
+@functools.lru_cache(maxsize=4)
+def describer_words(programs: int = 600, min_count: int = 3) -> list[str]:
+    """The describer's English words, as tokens the code BPE lacks.
+
+    The mini CAD-Recode's BPE learned its merges from programs only, so it spells English nearly letter
+    by letter (an expert description of 444 characters is ~350 tokens; its program is ~50). This list is
+    every word of the descriptions of ``programs`` parts (seeds from ``FRESH_TEXT_START``, all families
+    but the unions, all four levels), with its leading space (or as the first word of a description),
+    seen at least ``min_count`` times and never a substring of any of those programs, so the code's own
+    tokens are untouched. Most frequent first (ties alphabetical): a pure function of its arguments."""
+    import re
+    from collections import Counter
+
+    from cadlab.synth import FAMILIES, generate_part
+
+    families = [f for f in FAMILIES if f != "union"]
+    counts, codes = Counter(), []
+    for k in range(programs):
+        name, code = generate_part(FRESH_TEXT_START + k, families[k % len(families)])
+        codes.append(code)
+        for level in LEVELS:
+            counts.update(re.findall(r"(?:^| )[A-Za-z]{2,}", describe(code, name, level, k)))
+    corpus = "\n".join(codes)
+    return [w for w, c in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])) if c >= min_count and w not in corpus]
+
+
+@torch.no_grad()
+def add_word_tokens(model: Cadrille, tokenizer, words):
+    """A copy of ``tokenizer`` with ``words`` (those it lacks) as whole tokens, appended after its last
+    id, and ``model``'s embedding (and output) rows grown to match, in place. Each new row starts as the
+    mean of the rows of the pieces the old tokenizer split the word into, so a word means at first what
+    its letters meant together. Returns the new tokenizer."""
+    import copy
+
+    new = list(dict.fromkeys(w for w in words if w not in tokenizer.get_vocab()))
+    pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in new]
+    extended = copy.deepcopy(tokenizer)
+    extended.add_tokens(new)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(extended), mean_resizing=False)
+    ids = [extended.convert_tokens_to_ids(w) for w in new]
+    assert ids == list(range(old, old + len(new))), "the new words must take the ids after the old vocabulary"
+    matrices = [model.get_input_embeddings().weight]
+    if not model.config.tie_word_embeddings:
+        matrices.append(model.get_output_embeddings().weight)
+    for weight in matrices:
+        for i, piece in zip(ids, pieces):
+            weight[i] = weight[piece].mean(0)
+    return extended
+
+
 @torch.no_grad()
 def check_text_mrope(cadrille: Cadrille, lm, processor: CadrilleProcessor) -> dict:
     """Assert that with text-only positions mrope is 1-D RoPE, and so that the copied language model computes
@@ -282,6 +335,7 @@ class TrainSettings:
     seed: int = 0
     max_steps: int | None = None      # tests: a step budget instead of the wall-time budget
     from_shipped: bool = True         # with no run state: continue from the shipped model (a fresh optimizer)
+    word_tokens: bool = True          # give the describer's English words whole tokens (``describer_words``)
     vision: VisionSettings = field(default_factory=VisionSettings)
 
 
@@ -373,8 +427,15 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
         tokenizer.save_pretrained(run_dir)
         state = {"step": 0, "log": {"train": [], "val": [], "runs": [], "eval": None,
                                     "config": {"text_mrope_equals_rope": proof}}}
-    processor = CadrilleProcessor(tokenizer)
     log = state["log"]
+    if settings.word_tokens:
+        missing = [w for w in describer_words() if w not in tokenizer.get_vocab()]
+        if missing:
+            tokenizer = add_word_tokens(model, tokenizer, missing)
+            tokenizer.save_pretrained(run_dir)
+            log["config"]["word_tokens_added_at_step"] = state["step"]
+            print(f"{len(missing)} word tokens added (vocabulary {len(tokenizer)}): {missing[:8]} ...")
+    processor = CadrilleProcessor(tokenizer)
     log["config"].update(params=sum(p.numel() for p in model.parameters()),
                          vision_params=sum(p.numel() for p in model.model.visual.parameters()),
                          hidden_size=model.config.text_config.hidden_size,
@@ -560,10 +621,12 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, ma
             score = score_against_truth(candidate, truth)
             rows[mode].append({"seed": parts["seeds"][i], "family": parts["families"][i], "score": score,
                                "generate_seconds": round(generated - start, 3),
-                               "seconds": round(time.perf_counter() - start, 3), "code": code})
+                               "seconds": round(time.perf_counter() - start, 3), "code": code,
+                               "truth_code": parts["codes"][i]})
         result["shapes"] = i + 1
         for mode in modes:
             result[mode] = _mode_summary(rows[mode])
+            result[mode]["anatomy"] = error_anatomy(rows[mode])
         result["mini_cadrecode_same_shapes"] = cadrecode_baseline(parts["seeds"][:i + 1])
         if write and log_path.exists():
             log = json.loads(log_path.read_text())

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from cadlab.cadrecode import tiny_cadrecode
-from cadlab.cadrille import CadrilleProcessor, mini_tokenizer
+from cadlab.cadrille import CadrilleProcessor, collate, mini_tokenizer
 from cadlab.describe import LEVELS, numbers
 from cadlab.reconstruct import main as reconstruct_main
 from cadlab.synth import program_numbers
-from cadlab.train_cadrille import (TrainSettings, VisionSettings, build_parts, check_text_mrope, fresh_text_item,
-                                   held_out_items, make_items, new_model, save_shipped, train)
+from cadlab.train_cadrille import (TrainSettings, VisionSettings, add_word_tokens, build_parts, check_text_mrope,
+                                   describer_words, fresh_text_item, held_out_items, make_items, new_model, save_shipped, train)
 
 TINY_VISION = VisionSettings(depth=1, embed_dim=32, heads=2)
 
@@ -79,6 +79,8 @@ def test_a_few_steps_reduce_every_mode_loss_and_a_run_resumes(tokenizer, parts, 
     for mode in ("pc", "img", "text"):
         assert last[mode] < first[mode], (mode, first[mode], last[mode])
     assert log["config"]["text_mrope_equals_rope"]["rope_cos_sin_max_diff"] == 0.0
+    assert log["config"]["word_tokens_added_at_step"] == 0                       # the words join from the start
+    assert log["config"]["vocab_size"] == len(tokenizer) + len(describer_words())
     shipped = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert shipped["train"][-1]["step"] == 8 and set(shipped["val"][-1]) >= {"pc", "img", "text"}
     assert (tmp_path / "out" / "loss_curves.png").stat().st_size > 0
@@ -90,6 +92,26 @@ def test_a_few_steps_reduce_every_mode_loss_and_a_run_resumes(tokenizer, parts, 
     fresh = train(tmp_path / "run", tmp_path / "out", settings(max_steps=2), data=parts, val=parts, progress=False)
     assert [r["step"] for r in fresh["train"]] == list(range(1, 13)) and len(fresh["runs"]) == 3
     assert fresh["train"][10]["text"] < first["text"]       # it went on from the shipped weights, not from scratch
+
+
+def test_word_tokens_shorten_descriptions_and_leave_the_code_alone(tokenizer, parts):
+    words = describer_words()
+    assert len(words) > 50 and " radius" in words and " workplane" in words and words == describer_words()
+    assert not any(w in code for w in words for code in parts["codes"])       # never a piece of a program
+    model = new_model(tiny_lm(tokenizer), tokenizer, TINY_VISION)
+    rows_before = model.get_input_embeddings().weight.detach().clone()
+    extended = add_word_tokens(model, tokenizer, words + [" radius"])        # a repeat is added once
+    assert len(extended) == len(tokenizer) + len(words) and len(tokenizer) == rows_before.shape[0]
+    weight = model.get_input_embeddings().weight
+    assert weight.shape[0] == len(extended) and torch.equal(weight[:len(tokenizer)], rows_before)
+    pieces = tokenizer(" radius", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(weight[extended.convert_tokens_to_ids(" radius")], rows_before[pieces].mean(0))
+    for code, texts in zip(parts["codes"], parts["descriptions"]):
+        assert extended(code)["input_ids"] == tokenizer(code)["input_ids"]      # programs: the same tokens
+        ids = extended(texts[-1])["input_ids"]
+        assert len(ids) < 0.6 * len(tokenizer(texts[-1])["input_ids"]) and extended.decode(ids) == texts[-1]
+    batch = collate([{"description": parts["descriptions"][0][-1]}], CadrilleProcessor(extended))
+    assert model(**batch).logits.shape[-1] == len(extended)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +169,7 @@ def test_evaluate_scores_every_mode_on_the_same_parts_and_stops_on_its_budget(sa
         r = result[mode]
         assert r["shapes"] == 3 and [row["seed"] for row in r["rows"]] == parts["seeds"]
         assert 0.0 <= r["invalid_ratio"] <= 1.0 and r["seconds_per_reconstruction"]["median"] > 0
+        assert [row["truth_code"] for row in r["rows"]] == parts["codes"] and r["anatomy"]["parts"] == 3
     stopped = tc.evaluate(saved_tiny, n_shapes=3, max_new_tokens=8, minutes=0.0, progress=False, write=False)
     assert stopped["stopped_by_time_budget_minutes"] == 0.0 and "pc" not in stopped
 
@@ -174,3 +197,4 @@ def test_shipped_mini_cadrille_rebuilds_an_easy_held_out_disc_from_its_points():
     solid = closed_solid(run_cadquery(code))
     assert solid is not None, code
     assert iou(truth, solid) > 0.8, code
+
