@@ -7,7 +7,7 @@ from cadlab.models import tiny_qwen2
 
 
 def test_eager_keeps_the_attention_matrix_and_checkpointing_frees_it():
-    layers = 4                                  # eager keeps layers + 2 matrices, checkpointing 3: a 3-matrix gap
+    layers = 8                                  # eager keeps layers + 2 matrices, checkpointing 3: a 7-matrix gap
     model = tiny_qwen2(num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
                        num_hidden_layers=layers)
     rows = {(r["attention"], r["checkpointing"]): r for r in
