@@ -13,7 +13,9 @@ positions Qwen2-VL's mrope is 1-D RoPE: all three position rows are equal, so ev
 which is RoPE's rotation. ``check_text_mrope`` asserts it on the real models before training
 (cos/sin equal exactly, and Cadrille's logits equal CAD-Recode's on a text prompt).
 
-Data (``part_dataset``, cached in ``$CADLAB_CACHE/cadrille-data``): for each training seed, the
+Data (``part_dataset``, cached in ``$CADLAB_CACHE/cadrille-data`` in files of 2,400 seeds, so that
+``--train-parts`` can grow without rebuilding; ``--build-workers 2`` builds missing files side by side):
+for each training seed, the
 normalized ``cadlab.synth`` program, its solid from the sandbox, the 256-point cloud (as
 ``synth.build_dataset`` samples it), the four-view picture (``cadlab.render.render_views``: 268 x 268)
 and its descriptions at the four ``cadlab.describe`` levels. Text rows also draw fresh programs that
@@ -67,6 +69,7 @@ DATA_VERSION = 1                      # bump when part_dataset's contents change
 FRESH_TEXT_START = 20_000_000         # seeds of the text-only programs: far from the parts and the held-out set
 EVAL_MAX_NEW_TOKENS = 400             # Cadrille's 768 is for real parts; the longest synth program is ~140 tokens here
 EVAL_MINUTES = 10.0                   # the evaluation's time budget (it stops after the part in progress)
+PART_CHUNK = 2400                     # training parts are cached in files of this many seeds
 EVAL_SHAPES = 50                      # held-out parts evaluated per mode (the validation loss uses the first val_parts)
 LEVEL_WEIGHTS = {"abstract": 1, "beginner": 1, "intermediate": 2, "expert": 6}
 NOISE_STD, NOISE_P = 0.01, 0.5
@@ -154,16 +157,42 @@ def _load(path: Path) -> dict:
             "rejected": int(z["rejected"])}
 
 
-def part_dataset(n: int, start: int = 0, cache_dir=DATA_DIR, progress: bool = True) -> dict:
-    """Training parts for seeds ``start .. start+n-1`` (rejected seeds dropped), built once and cached."""
+def _chunk_path(cache_dir, start: int, n: int) -> Path:
     from cadlab.synth import GENERATOR_VERSION
 
-    path = Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
-    if path.exists():
-        return _load(path)
-    data = build_parts(range(start, start + n), progress=progress, desc="cadrille training parts")
-    _save(path, data)
-    return data
+    return Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+
+
+def _build_chunk(start: int, n: int, cache_dir, progress: bool) -> str:
+    path = _chunk_path(cache_dir, start, n)
+    if not path.exists():
+        _save(path, build_parts(range(start, start + n), progress=progress,
+                                desc=f"cadrille training parts {start:,}-{start + n - 1:,}"))
+    return str(path)
+
+
+def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int = 1) -> dict:
+    """Training parts for seeds ``0 .. n-1`` (rejected seeds dropped), built once and cached in chunks of
+    ``PART_CHUNK`` seeds, so a larger ``n`` builds only the chunks it lacks. ``workers`` > 1 builds the
+    missing chunks in that many processes (each part is a sandbox run and a render: CPU-bound)."""
+    chunks = [(start, min(PART_CHUNK, n - start)) for start in range(0, n, PART_CHUNK)]
+    missing = [c for c in chunks if not _chunk_path(cache_dir, *c).exists()]
+    if missing and workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        print(f"building {sum(k for _, k in missing):,} parts in {len(missing)} chunks, {workers} processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_build_chunk, *zip(*missing), [cache_dir] * len(missing), [False] * len(missing)))
+    parts = [_load(Path(_build_chunk(start, k, cache_dir, progress))) for start, k in chunks]
+    if len(parts) == 1:
+        return parts[0]
+    return {"codes": sum((p["codes"] for p in parts), []), "seeds": sum((p["seeds"] for p in parts), []),
+            "families": sum((p["families"] for p in parts), []),
+            "points": np.concatenate([p["points"] for p in parts]),
+            "images": np.concatenate([p["images"] for p in parts]),
+            "descriptions": sum((p["descriptions"] for p in parts), []),
+            "rejected": sum(p["rejected"] for p in parts)}
 
 
 def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True) -> dict:
@@ -329,6 +358,7 @@ class TrainSettings:
     vision_lr: float = 2e-3           # the new vision tower
     warmup: int = 30
     train_parts: int = 600
+    build_workers: int = 1            # processes that build missing training parts
     val_parts: int = 16               # held-out parts for the per-mode validation loss
     checkpoint_minutes: float = 4.0
     bf16: bool = True
@@ -394,7 +424,7 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
         log_data["seconds_per_part"] = measure_part_seconds()
         print(f"data: seconds per part {log_data['seconds_per_part']}")
         t0 = time.time()
-        data = part_dataset(settings.train_parts, progress=progress)
+        data = part_dataset(settings.train_parts, progress=progress, workers=settings.build_workers)
         log_data["build_seconds"] = round(time.time() - t0, 1)
     if val is None:
         val = held_out_parts(max(settings.val_parts, EVAL_SHAPES), progress=progress)
@@ -545,11 +575,16 @@ def draw_curves(ax, log: dict) -> None:
             ax.plot([r["step"] for r in val], [r[mode] for r in val], "o--", ms=3, color=colours[mode],
                     label=f"{mode} held-out")
     ax.set_yscale("log")
+    for k, run in enumerate(log.get("runs", []), start=1):           # where each run began, and on how many seeds
+        ax.axvline(run["started_at_step"], color="0.6", lw=0.7, ls=":")
+        ax.annotate(f"run {k}\n{run['settings']['train_parts']:,} seeds", (run["started_at_step"], 1.0 if k % 2 else 0.9),
+                    xycoords=("data", "axes fraction"), xytext=(2, -2), textcoords="offset points",
+                    va="top", fontsize=6, color="0.35")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy per answer token")
     ax.set_title("mini Cadrille")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower left")
 
 
 def plot_curves(log: dict, path: Path) -> None:
@@ -674,6 +709,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget of this run's steps")
     parser.add_argument("--train-parts", type=int, default=defaults.train_parts, help="training seeds to build")
+    parser.add_argument("--build-workers", type=int, default=defaults.build_workers,
+                        help="processes that build missing training parts (cached in chunks of %d seeds)" % PART_CHUNK)
     parser.add_argument("--rows", default="pc=6,img=4,text=10", help="rows per mode in each step, e.g. pc=6,img=4,text=10")
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--vision-lr", type=float, default=defaults.vision_lr)

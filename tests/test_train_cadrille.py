@@ -48,6 +48,27 @@ def test_parts_hold_points_picture_and_four_descriptions(parts):
     assert set(items) == {"pc", "img", "text"} and items["img"]["video"][0].size == (268, 268)
 
 
+def test_parts_are_cached_in_chunks_and_a_larger_set_builds_only_what_it_lacks(parts, tmp_path, monkeypatch):
+    import cadlab.train_cadrille as tc
+
+    monkeypatch.setattr(tc, "PART_CHUNK", 2)
+    first = tc.part_dataset(2, cache_dir=tmp_path, progress=False)             # seeds 0 and 1
+    assert sorted(p.name.split("_s")[0] for p in tmp_path.glob("*.npz")) == ["train_0_2"]
+    built = []
+
+    def build_and_record(seeds, **kwargs):
+        built.append(list(seeds))
+        return build_parts(seeds, progress=False)
+
+    monkeypatch.setattr(tc, "build_parts", build_and_record)
+    grown = tc.part_dataset(4, cache_dir=tmp_path, progress=False)
+    assert built == [[2, 3]]                                                     # the cached chunk is not rebuilt
+    assert grown["seeds"] == first["seeds"] + [2, 3] == parts["seeds"]
+    assert grown["codes"] == parts["codes"] and grown["descriptions"] == parts["descriptions"]
+    assert np.array_equal(grown["points"], parts["points"]) and np.array_equal(grown["images"], parts["images"])
+    assert grown["rejected"] == parts["rejected"] == 1
+
+
 def test_items_per_mode_and_fresh_text(parts):
     import random
 
