@@ -10,7 +10,7 @@
     cadlab train-cadrille [--minutes M] ... | --eval                     (notebook 08)
 
 Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
-``python -m cadlab.bench decode`` do the same thing. Flags are dashed (``--max-new-tokens``);
+``python -m cadlab.lm.bench decode`` do the same thing. Flags are dashed (``--max-new-tokens``);
 where a published script used underscores (the iterative-generation seed's ``--max_new_tokens``,
 ``--model_path``, ...), those spellings are accepted too. A ``main`` that returns None exits 0.
 """
@@ -21,14 +21,14 @@ import importlib
 import sys
 
 COMMANDS = {
-    "reconstruct": ("cadlab.reconstruct", "point cloud of an STL -> CadQuery code -> solid (CAD-Recode)"),
-    "iterative-generate": ("cadlab.parallel", "block-wise parallel decoding of prompts (seed, Jacobi or greedy)"),
-    "bench": ("cadlab.bench", "decode throughput: our cached loop vs model.generate vs no cache (JSON)"),
-    "babygpt": ("cadlab.babygpt.__main__", "babyGPT's interactive prompt: type a prompt, read its continuation"),
-    "train-babygpt": ("cadlab.babygpt.train", "train babyGPT on the bundled Shakespeare corpus"),
-    "train-cadrecode": ("cadlab.train_cadrecode", "train (or --eval) the mini CAD-Recode on synthetic parts"),
-    "train-autocomplete": ("cadlab.train_autocomplete", "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
-    "train-cadrille": ("cadlab.train_cadrille", "train (or --eval) the mini Cadrille: point clouds, images, text"),
+    "reconstruct": ("cadlab.cad.reconstruct_cli", "point cloud of an STL -> CadQuery code -> solid (CAD-Recode)"),
+    "iterative-generate": ("cadlab.lm.parallel_decoding", "block-wise parallel decoding of prompts (seed, Jacobi or greedy)"),
+    "bench": ("cadlab.lm.bench", "decode throughput: our cached loop vs model.generate vs no cache (JSON)"),
+    "babygpt": ("cadlab.lm.babygpt.__main__", "babyGPT's interactive prompt: type a prompt, read its continuation"),
+    "train-babygpt": ("cadlab.train.babygpt", "train babyGPT on the bundled Shakespeare corpus"),
+    "train-cadrecode": ("cadlab.train.cadrecode", "train (or --eval) the mini CAD-Recode on synthetic parts"),
+    "train-autocomplete": ("cadlab.train.autocomplete", "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
+    "train-cadrille": ("cadlab.train.cadrille", "train (or --eval) the mini Cadrille: point clouds, images, text"),
 }
 
 

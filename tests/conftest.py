@@ -29,7 +29,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def offline_lm():
     """(model, tokenizer) of SmolLM2-135M-Instruct, loaded once for the whole test session."""
-    from cadlab.models import load_lm
+    from cadlab.lm.models import load_lm
 
     return load_lm("SmolLM2-135M-Instruct")
 
@@ -42,6 +42,6 @@ def tiny():
     ``.to()``, which converts in place, no changes to its config). A test that needs another
     seed, size or dtype calls ``tiny_qwen2(...)`` itself.
     """
-    from cadlab.models import tiny_qwen2
+    from cadlab.lm.models import tiny_qwen2
 
     return tiny_qwen2()

@@ -1,4 +1,4 @@
-"""cadlab.anatomy: every hand-written step equals the library, on tiny Qwen2 and the real offline model."""
+"""cadlab.lm.anatomy: every hand-written step equals the library, on tiny Qwen2 and the real offline model."""
 
 import pytest
 import torch
@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm, apply_rotary_pos_emb
 from transformers.models.qwen2.modeling_qwen2 import repeat_kv as library_repeat_kv
 
-from cadlab import anatomy
-from cadlab.models import tiny_qwen2
+from cadlab.lm import anatomy
+from cadlab.lm.models import tiny_qwen2
 
 
 def test_rms_norm_equals_library():

@@ -1,4 +1,4 @@
-"""cadlab.autocomplete: DeepCAD-format data, the converter (through the sandbox), the text, the labels,
+"""cadlab.cad.autocomplete: DeepCAD-format data, the converter (through the sandbox), the text, the labels,
 the seed's boundary and NaN defects and their fixes, and LoRA by hand against peft."""
 
 import copy
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cadlab import autocomplete as ac
-from cadlab.models import tiny_qwen2
+from cadlab.cad import autocomplete as ac
+from cadlab.lm.models import tiny_qwen2
 
 N_PARTS = 60          # parts for the tokenizer properties (about 190 examples, all their truncations)
 
@@ -20,7 +20,7 @@ def tokenizer():
     """SmolLM2-135M-Instruct's fast tokenizer, offline (the model itself is not loaded)."""
     from transformers import AutoTokenizer
 
-    from cadlab.models import smollm2_folder
+    from cadlab.lm.models import smollm2_folder
 
     return AutoTokenizer.from_pretrained(smollm2_folder())
 
@@ -211,7 +211,7 @@ def test_labels_start_at_the_boundary_and_decode_to_the_rest(tokenizer, samples)
 
 
 def test_boundary_holds_for_qwen25_tokenizer_too(samples):
-    from cadlab.models import qwen25_tokenizer
+    from cadlab.lm.models import qwen25_tokenizer
 
     qwen = qwen25_tokenizer()
     for caption, full, kept in samples[::12]:

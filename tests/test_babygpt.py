@@ -1,5 +1,5 @@
 """babyGPT: the model equals PyTorch's own transformer layers, the KV cache equals recomputation
-(1-character prompts, long prompts, past the block size), sampling is cadlab.sampling's, the
+(1-character prompts, long prompts, past the block size), sampling is cadlab.lm.sampling's, the
 shipped checkpoint loads safely and writes Shakespeare-like text, the CLI and training run."""
 
 import builtins
@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-import cadlab.sampling
-from cadlab import babygpt
-from cadlab.babygpt import BabyGPT, CharTokenizer, load_babygpt
-from cadlab.babygpt.__main__ import main as cli_main
-from cadlab.babygpt.train import load_corpus, main as train_main, train_model
+import cadlab.lm.sampling
+from cadlab.lm import babygpt
+from cadlab.lm.babygpt import BabyGPT, CharTokenizer, load_babygpt
+from cadlab.lm.babygpt.__main__ import main as cli_main
+from cadlab.train.babygpt import load_corpus, train_model
+from cadlab.train.babygpt import main as train_main
 
 ATOL = 1e-5
 
@@ -58,8 +59,8 @@ def manual_windowed_loop(model, idx, new_tokens, generator, **settings):
     for _ in range(new_tokens):
         logits = model(idx[:, -model.block_size:])[0][:, -1, :]
         steps.append(logits)
-        processed = cadlab.sampling.process_logits(logits, idx, **settings)
-        idx = torch.cat([idx, cadlab.sampling.sample_next_token(processed, generator)[:, None]], dim=1)
+        processed = cadlab.lm.sampling.process_logits(logits, idx, **settings)
+        idx = torch.cat([idx, cadlab.lm.sampling.sample_next_token(processed, generator)[:, None]], dim=1)
     return idx, torch.stack(steps, dim=1)
 
 
@@ -157,10 +158,10 @@ def test_shipped_model_cached_equals_uncached(shipped, prompt):
 
 
 def test_generate_uses_cadlab_sampling_processors(tiny, monkeypatch):
-    assert babygpt.process_logits is cadlab.sampling.process_logits
-    assert babygpt.sample_next_token is cadlab.sampling.sample_next_token
+    assert babygpt.process_logits is cadlab.lm.sampling.process_logits
+    assert babygpt.sample_next_token is cadlab.lm.sampling.sample_next_token
     calls = []
-    real = cadlab.sampling.process_logits
+    real = cadlab.lm.sampling.process_logits
     monkeypatch.setattr(babygpt, "process_logits", lambda *a, **k: calls.append(k) or real(*a, **k))
     tiny.generate(torch.zeros(1, 1, dtype=torch.long), 3, temperature=0.5, top_k=3, top_p=0.8,
                   repetition_penalty=1.2, generator=torch.Generator().manual_seed(0))
@@ -191,12 +192,12 @@ def test_tokenizer_round_trip_and_unknown_characters():
 def test_shipped_checkpoint(shipped):
     model, tokenizer = shipped
     assert not model.training
-    size = (babygpt.HERE / "model.pth").stat().st_size
+    size = (babygpt.BABYGPT_DIR / "model.pth").stat().st_size
     assert size <= 20 * 2 ** 20, f"checkpoint is {size / 2 ** 20:.1f} MB"
     assert tokenizer.chars == CharTokenizer.from_text(babygpt.CORPUS.read_text()).chars
-    log = json.loads((babygpt.HERE / "train_log.json").read_text())
+    log = json.loads((babygpt.BABYGPT_DIR / "train_log.json").read_text())
     assert log["eval"][-1]["val"] < log["eval"][0]["val"]
-    assert (babygpt.HERE / "loss_curve.png").stat().st_size > 1000
+    assert (babygpt.BABYGPT_DIR / "loss_curve.png").stat().st_size > 1000
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""cadlab.cadrecode: checkpoint layout, point injection on prefill only, generate parity, prompts, I/O.
+"""cadlab.cad.cadrecode: checkpoint layout, point injection on prefill only, generate parity, prompts, I/O.
 
 Models are tiny random Qwen2 configs; one group of tests uses the real Qwen2 tokenizer ids
 (151643 <|endoftext|>, 151644 <|im_start|>, 151645 <|im_end|>) with the full 151,936 vocabulary.
@@ -13,9 +13,16 @@ import trimesh
 from safetensors.torch import load_file, save_file
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
-from cadlab.cadrecode import (CADRecode, STLDataset, backbone_mask_and_positions, extract_code, tiny_cadrecode,
-                              prepare_inputs, reconstruct_folder)
-from cadlab.pointcloud import FourierPointEncoder, load_mesh, mesh_to_point_cloud
+from cadlab.cad.cadrecode import (
+    CADRecode,
+    STLDataset,
+    backbone_mask_and_positions,
+    extract_code,
+    prepare_inputs,
+    reconstruct_folder,
+    tiny_cadrecode,
+)
+from cadlab.cad.pointcloud import FourierPointEncoder, load_mesh, mesh_to_point_cloud
 
 N = 256          # points per cloud, as in CAD-Recode
 PAD, START = 2, 3  # <|im_end|> and <|im_start|> of the small fake vocabulary
@@ -399,7 +406,7 @@ def test_extract_code(text, code):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def qwen_tokenizer():
-    from cadlab.models import qwen25_tokenizer
+    from cadlab.lm.models import qwen25_tokenizer
 
     return qwen25_tokenizer()
 

@@ -1,4 +1,4 @@
-"""cadlab.cadrille: the proofs of issue 11 on tiny configs, the offline processor and both tokenizers.
+"""cadlab.cad.cadrille: the proofs of issue 11 on tiny configs, the offline processor and both tokenizers.
 
 The model tests use the mini tokenizer (the mini CAD-Recode's BPE plus Qwen2-VL's special tokens) and a
 tiny random Cadrille over its vocabulary, so ``collate`` builds real batches that mix the three modes.
@@ -12,15 +12,31 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers.utils import logging as hf_logging
 from transformers import Qwen2VLForConditionalGeneration
+from transformers.utils import logging as hf_logging
 
-from cadlab.cadrecode import tiny_cadrecode
-from cadlab.cadrille import (END_TOKEN, MAX_PIXELS, MIN_PIXELS, N_POINTS, PROCESSOR_SIZE, QWEN2VL_SPECIAL_TOKENS,
-                             Cadrille, CadrilleProcessor, collate, generate_code, load_language_model, mini_tokenizer, patchify,
-                             qwen2vl_tokenizer, tiny_cadrille, to_legacy_key, token_ids, video_frames,
-                             write_programs)
-
+from cadlab.cad.cadrecode import tiny_cadrecode
+from cadlab.cad.cadrille import (
+    END_TOKEN,
+    MAX_PIXELS,
+    MIN_PIXELS,
+    N_POINTS,
+    PROCESSOR_SIZE,
+    QWEN2VL_SPECIAL_TOKENS,
+    Cadrille,
+    CadrilleProcessor,
+    collate,
+    generate_code,
+    load_language_model,
+    mini_tokenizer,
+    patchify,
+    qwen2vl_tokenizer,
+    tiny_cadrille,
+    to_legacy_key,
+    token_ids,
+    video_frames,
+    write_programs,
+)
 
 hf_logging.disable_progress_bar()     # no "Loading weights" bars in the test log
 
@@ -84,7 +100,7 @@ def test_real_tokenizer_has_qwen2vl_special_ids():
 def test_mini_tokenizer_keeps_cadrecode_ids_and_adds_qwen2vl_tokens(tokenizer):
     from transformers import PreTrainedTokenizerFast
 
-    from cadlab.cadrecode import MINI_MODEL_DIR
+    from cadlab.cad.cadrecode import MINI_MODEL_DIR
 
     base = PreTrainedTokenizerFast.from_pretrained(MINI_MODEL_DIR)
     ids = token_ids(tokenizer)

@@ -1,9 +1,9 @@
-"""cadlab.describe: Text2CAD-like descriptions of synth parts at four levels, deterministic given a seed."""
+"""cadlab.cad.describe: Text2CAD-like descriptions of synth parts at four levels, deterministic given a seed."""
 
 import pytest
 
-from cadlab.describe import LEVELS, describe, describe_levels, describe_part, numbers, parse_program, section_letter
-from cadlab.synth import FAMILIES, generate_part, program_numbers
+from cadlab.cad.describe import LEVELS, describe, describe_levels, describe_part, numbers, parse_program, section_letter
+from cadlab.cad.synth import FAMILIES, generate_part, program_numbers
 
 SEEDS = range(12)
 

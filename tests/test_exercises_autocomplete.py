@@ -1,14 +1,13 @@
 """The self-checks of notebook 09: the reference passes, a stub is "not attempted", and every plausible
 wrong answer fails. The notebook's stored solutions pass in a fresh namespace."""
 
-import math
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from cadlab import autocomplete as ac
+from cadlab.cad import autocomplete as ac
 from cadlab.exercises.autocomplete import check_boundary, check_merged_weight, check_window_loss
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "09_cad_autocomplete.ipynb"

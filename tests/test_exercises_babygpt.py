@@ -4,8 +4,8 @@ passes, a stub is "not attempted", and each plausible wrong answer fails."""
 
 import pytest
 
-from cadlab.babygpt import distinct_n
 from cadlab.exercises.babygpt import check_cached_step, check_distinct_n
+from cadlab.lm.babygpt import distinct_n
 
 
 def stub(*args):

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from cadlab.anatomy import head_dim_of
 from cadlab.exercises.kvcache import check_append_kv, check_decode_attention, check_kv_cache_bytes
-from cadlab.kvcache import append_kv, decode_attention, kv_cache_bytes
+from cadlab.lm.anatomy import head_dim_of
+from cadlab.lm.kvcache import append_kv, decode_attention, kv_cache_bytes
 
 
 def _stub(*_args):
@@ -115,7 +115,7 @@ BYTES_WRONG = {
 
 
 def test_the_reference_bytes_helper_is_right():
-    from cadlab.models import qwen25_config
+    from cadlab.lm.models import qwen25_config
 
     assert _bytes(qwen25_config(), 32_768, 2, torch.bfloat16) == kv_cache_bytes(qwen25_config(), 32_768, 2)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cadlab.exercises.parallel import check_jacobi_step, check_verified_prefix
-from cadlab.parallel import jacobi_step, verified_prefix
+from cadlab.lm.parallel_decoding import jacobi_step, verified_prefix
 
 
 def stub(*args):

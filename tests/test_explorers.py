@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cadlab import anatomy, kvcache, parallel, pointcloud
-from cadlab.models import qwen25_config, tiny_qwen2
+from cadlab.cad import pointcloud
+from cadlab.lm import anatomy, kvcache
+from cadlab.lm import parallel_decoding as parallel
+from cadlab.lm.models import qwen25_config, tiny_qwen2
 
 # ----------------------------------------------------------------------------- notebook 01
 

@@ -7,12 +7,22 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from cadlab import kvcache
-from cadlab.bench import decode_benchmark, main
-from cadlab.kvcache import (attention_with_kv, cache_nbytes, cache_shapes, explicit_attention_parity,
-                            kv_cache_bytes, mha_cache_bytes, step_cost, step_times, trace_cache, weight_bytes)
-from cadlab.models import qwen25_config, tiny_qwen2
-from cadlab.sampling import generate, next_token_logits
+from cadlab.lm import kvcache
+from cadlab.lm.bench import decode_benchmark, main
+from cadlab.lm.kvcache import (
+    attention_with_kv,
+    cache_nbytes,
+    cache_shapes,
+    explicit_attention_parity,
+    kv_cache_bytes,
+    mha_cache_bytes,
+    step_cost,
+    step_times,
+    trace_cache,
+    weight_bytes,
+)
+from cadlab.lm.models import qwen25_config, tiny_qwen2
+from cadlab.lm.sampling import generate, next_token_logits
 
 PROMPTS = ["The capital of France is", "Write a haiku about the sea.", "def fibonacci(n):"]
 

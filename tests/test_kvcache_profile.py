@@ -4,10 +4,18 @@ pre-allocated cache, which must give the library's tokens and logits."""
 import pytest
 import torch
 
-from cadlab.kvcache import (ConcatKVCache, LeanDecoder, StaticKVCache, append_kv, cache_update_seconds, decode_profile,
-                            library_decode,
-                            linear_weight_bytes, torch_threads)
-from cadlab.models import tiny_qwen2
+from cadlab.lm.kvcache import (
+    ConcatKVCache,
+    LeanDecoder,
+    StaticKVCache,
+    append_kv,
+    cache_update_seconds,
+    decode_profile,
+    library_decode,
+    linear_weight_bytes,
+    torch_threads,
+)
+from cadlab.lm.models import tiny_qwen2
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +96,7 @@ def test_lean_decoder_equals_the_library_tiny(tiny, fuse, static):
 
 
 def test_library_decode_is_greedy_generation(tiny):
-    from cadlab.sampling import generate
+    from cadlab.lm.sampling import generate
 
     ids = _ids((1, 5), seed=3)
     tokens, _, _ = library_decode(tiny, ids, 6)

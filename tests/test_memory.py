@@ -1,9 +1,9 @@
-"""cadlab.memory: eager attention keeps L^2 probabilities, SDPA does not, checkpointing keeps layer inputs."""
+"""cadlab.lm.memory: eager attention keeps L^2 probabilities, SDPA does not, checkpointing keeps layer inputs."""
 
 import pytest
 
-from cadlab import memory
-from cadlab.models import tiny_qwen2
+from cadlab.lm import memory
+from cadlab.lm.models import tiny_qwen2
 
 
 def test_eager_keeps_the_attention_matrix_and_checkpointing_frees_it():

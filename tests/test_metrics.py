@@ -1,11 +1,20 @@
-"""cadlab.metrics on analytic cases: identical shapes, overlapping boxes, offset planes, open meshes."""
+"""cadlab.cad.metrics on analytic cases: identical shapes, overlapping boxes, offset planes, open meshes."""
 
 import numpy as np
 import pytest
 import trimesh
 
-from cadlab.metrics import (CD_SCALE, best_chamfer, best_iou, chamfer_distance, chamfer_distance_points,
-                            invalid_ratio, iou, summarize, unit_frame)
+from cadlab.cad.metrics import (
+    CD_SCALE,
+    best_chamfer,
+    best_iou,
+    chamfer_distance,
+    chamfer_distance_points,
+    invalid_ratio,
+    iou,
+    summarize,
+    unit_frame,
+)
 
 
 def box(low, high):

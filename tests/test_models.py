@@ -1,4 +1,4 @@
-"""cadlab.models: the exact Qwen2.5 tokenizer and architecture offline, and load_lm's resolution order."""
+"""cadlab.lm.models: the exact Qwen2.5 tokenizer and architecture offline, and load_lm's resolution order."""
 
 import json
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 from transformers import Qwen2ForCausalLM
 
-from cadlab import models
-from cadlab.models import (QWEN25_SPECIAL_TOKENS, load_lm, qwen25_config, qwen25_tokenizer,
-                           tiny_qwen2)
+from cadlab.lm import models
+from cadlab.lm.models import QWEN25_SPECIAL_TOKENS, load_lm, qwen25_config, qwen25_tokenizer, tiny_qwen2
 
 # The three sequences and ids of transformers' own Qwen2 tokenizer integration test
 # (tests/models/qwen2/test_tokenization_qwen2.py), padding removed.

@@ -32,7 +32,7 @@ def other_model(tmp_path_factory):
     import torch
     from transformers import Qwen2ForCausalLM
 
-    from cadlab.models import qwen25_config, qwen25_tokenizer, randomize_
+    from cadlab.lm.models import qwen25_config, qwen25_tokenizer, randomize_
 
     config = qwen25_config(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
                            num_attention_heads=4, num_key_value_heads=2, dtype=torch.float32)
@@ -65,7 +65,7 @@ PARALLEL = 2                   # kernels at once: the machines have 2 cores, eac
 def _isolated_cache(folder: Path) -> Path:
     """A fresh CADLAB_CACHE for the other-model run (nothing a lesson caches there can leak into the
     stored outputs' runs), with links to the real cache's ``SHARED_CACHE`` folders where they exist."""
-    from cadlab.models import cache_dir
+    from cadlab.paths import cache_dir
 
     folder.mkdir(parents=True, exist_ok=True)
     for name in SHARED_CACHE:
@@ -152,7 +152,7 @@ def _run(argv, other_model, tmp_path):
 
 
 def test_bench_decode_with_another_model(other_model, tmp_path):
-    result = _run(["-m", "cadlab.bench", "decode", "--model", str(other_model), "--new-tokens", "8",
+    result = _run(["-m", "cadlab.lm.bench", "decode", "--model", str(other_model), "--new-tokens", "8",
                    "--runs", "1"], other_model, tmp_path)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["model"] == str(other_model) and report["new_tokens"] == 8

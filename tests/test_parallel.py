@@ -1,13 +1,20 @@
-"""cadlab.parallel: lossless Jacobi decoding equals greedy; the seed's method is lossy; the CLI."""
+"""cadlab.lm.parallel_decoding: lossless Jacobi decoding equals greedy; the seed's method is lossy; the CLI."""
 
 import json
 
 import pytest
 import torch
 
-from cadlab.models import tiny_qwen2
-from cadlab.parallel import (greedy_generate, iterative_generate, jacobi_generate, jacobi_trajectory, lookup_guess,
-                             main, read_prompts)
+from cadlab.lm.models import tiny_qwen2
+from cadlab.lm.parallel_decoding import (
+    greedy_generate,
+    iterative_generate,
+    jacobi_generate,
+    jacobi_trajectory,
+    lookup_guess,
+    main,
+    read_prompts,
+)
 
 PAD = 2
 

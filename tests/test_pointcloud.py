@@ -1,13 +1,19 @@
-"""cadlab.pointcloud: mesh loading errors, normalization, FPS against brute force, the CAD-Recode encoder."""
+"""cadlab.cad.pointcloud: mesh loading errors, normalization, FPS against brute force, the CAD-Recode encoder."""
 
 import numpy as np
 import pytest
 import torch
 import trimesh
 
+from cadlab.cad.pointcloud import (
+    FourierPointEncoder,
+    coverage_radius,
+    farthest_point_sampling,
+    load_mesh,
+    mesh_to_point_cloud,
+    normalize_mesh,
+)
 from cadlab.exercises import pointcloud as checks
-from cadlab.pointcloud import (FourierPointEncoder, coverage_radius, farthest_point_sampling, load_mesh,
-                               mesh_to_point_cloud, normalize_mesh)
 
 
 def brute_force_fps(points: torch.Tensor, k: int, start: int = 0) -> list[int]:

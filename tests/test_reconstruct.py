@@ -1,7 +1,7 @@
-"""cadlab.reconstruct: the `cadlab reconstruct` command and the `reconstruct` function.
+"""cadlab.cad.reconstruct: the `cadlab reconstruct` command and the `reconstruct` function.
 
 Bad input must give a clear message and a non-zero exit, never a traceback (checked in-process
-through ``main`` and once through ``python -m cadlab.reconstruct``). One real run with the
+through ``main`` and once through ``python -m cadlab.cad.reconstruct``). One real run with the
 shipped mini CAD-Recode writes the program, the solid and the preview. Sampling is seeded and
 keeps the caller's random state; best-of-K keeps the smallest Chamfer distance. A tiny random
 CAD-Recode (real Qwen2 vocabulary) stands in where only the plumbing matters.
@@ -17,18 +17,18 @@ import pytest
 import torch
 import trimesh
 
-import cadlab.cadrecode as cadrecode
-from cadlab import reconstruct as rec
-from cadlab.metrics import chamfer_distance
-
-from cadlab.cadrecode import tiny_cadrecode
+import cadlab.cad.cadrecode as cadrecode
+from cadlab.cad import reconstruct as rec
+from cadlab.cad import reconstruct_cli
+from cadlab.cad.cadrecode import tiny_cadrecode
+from cadlab.cad.metrics import chamfer_distance
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def qwen_tokenizer():
-    from cadlab.models import qwen25_tokenizer
+    from cadlab.lm.models import qwen25_tokenizer
 
     return qwen25_tokenizer()
 
@@ -47,7 +47,7 @@ def box_stl(tmp_path):
 
 
 def run_main(argv, capsys):
-    code = rec.main([str(a) for a in argv])
+    code = reconstruct_cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return code, out, err
@@ -137,7 +137,7 @@ def test_model_path_loads_that_checkpoint(box_stl, tmp_path, capsys):
 
 def test_python_dash_m_reports_without_a_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "cadlab.reconstruct", str(tmp_path / "missing.stl")],
+    done = subprocess.run([sys.executable, "-m", "cadlab.cad.reconstruct_cli", str(tmp_path / "missing.stl")],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == f"cadlab reconstruct: error: no mesh file at {tmp_path / 'missing.stl'}: check the path."
@@ -195,8 +195,8 @@ def test_best_of_k_keeps_the_program_nearest_the_input_cloud(monkeypatch):
 
 
 def test_the_fit_moves_wrong_numbers_towards_the_input():
-    from cadlab.pointcloud import mesh_to_point_cloud
-    from cadlab.synth import validate
+    from cadlab.cad.pointcloud import mesh_to_point_cloud
+    from cadlab.cad.synth import validate
 
     truth, _ = validate("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
                         "r=w0.sketch().rect(200,120).push([(0,0)]).circle(30,mode='s').finalize().extrude(40)\n")
@@ -237,7 +237,7 @@ def test_no_valid_program_writes_the_code_and_preview_and_exits_3(box_stl, tmp_p
 # One real run with the shipped mini CAD-Recode
 # ---------------------------------------------------------------------------------------------
 def test_a_real_run_writes_the_program_the_solid_and_the_preview(tmp_path, capsys):
-    from cadlab.synth import validate
+    from cadlab.cad.synth import validate
 
     truth, reason = validate("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-10))\n"
                              "r=w0.sketch().push([(0,0)]).rect(60,30).finalize().extrude(20)\n")
@@ -313,7 +313,7 @@ def test_exercise_checks():
 
 
 def test_greedy_only_with_one_sample_and_no_fit(tmp_path, capsys):
-    from cadlab.synth import validate
+    from cadlab.cad.synth import validate
 
     truth, _ = validate("import cadquery as cq\nr=cq.Workplane('XY').box(40,20,10)\n")
     part = tmp_path / "block.stl"
@@ -333,7 +333,7 @@ def test_an_open_mesh_is_refused_with_what_to_export(tmp_path, capsys, no_model)
 
 
 def test_only_closed_solids_count_as_valid():
-    from cadlab.cadexec import ExecResult
+    from cadlab.cad.sandbox import ExecResult
 
     box = trimesh.creation.box()
     open_box = box.copy()
@@ -361,8 +361,8 @@ def test_number_kinds_and_errors():
 
 
 def test_a_fit_budgeted_in_tries_is_reproducible():
-    from cadlab.pointcloud import mesh_to_point_cloud
-    from cadlab.synth import validate
+    from cadlab.cad.pointcloud import mesh_to_point_cloud
+    from cadlab.cad.synth import validate
 
     truth, _ = validate("import cadquery as cq\nw0=cq.Workplane('XY',origin=(0,0,-20))\n"
                         "r=w0.sketch().rect(200,120).finalize().extrude(40)\n")

@@ -1,10 +1,10 @@
-"""cadlab.render: Cadrille's four-view picture, rendered headless with VTK."""
+"""cadlab.cad.render: Cadrille's four-view picture, rendered headless with VTK."""
 
 import numpy as np
 import pytest
 import trimesh
 
-from cadlab.render import COLOUR, render_view_arrays, render_views, tile_views, unit_cube_mesh
+from cadlab.cad.render import COLOUR, render_view_arrays, render_views, tile_views, unit_cube_mesh
 
 
 @pytest.fixture(scope="module")

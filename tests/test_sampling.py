@@ -1,4 +1,4 @@
-"""cadlab.sampling: each logit processor equals transformers' own, and the hand-written loop
+"""cadlab.lm.sampling: each logit processor equals transformers' own, and the hand-written loop
 equals ``model.generate`` token for token (greedy and seeded sampling, cached and uncached,
 alone and batched with left padding), on a tiny random Qwen2 and on the offline model."""
 
@@ -13,7 +13,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from cadlab.sampling import (
+from cadlab.lm.sampling import (
     apply_repetition_penalty,
     apply_temperature,
     chat_turn,

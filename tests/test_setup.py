@@ -90,9 +90,10 @@ def test_a_wheelhouse_means_no_index(tmp_path):
 # --- the wheel: a non-editable `pip install .` carries the shipped models -------------------
 
 def _shipped_data_files():
-    """Every non-Python file under cadlab/ that git tracks: weights, tokenizers, babyGPT, data."""
+    """Every file under cadlab/ that git tracks and is not a module: weights, tokenizers, data (the
+    workshop parts in cadlab/data/parts/ are Python programs, but data: the sandbox runs them)."""
     listed = subprocess.run(["git", "ls-files", "cadlab"], cwd=ROOT, capture_output=True, text=True, check=True)
-    return sorted(p for p in listed.stdout.split() if not p.endswith(".py"))
+    return sorted(p for p in listed.stdout.split() if not p.endswith(".py") or p.startswith("cadlab/data/"))
 
 
 def test_the_wheel_holds_every_shipped_file_and_loads_the_mini_models_from_it(tmp_path):
@@ -101,7 +102,7 @@ def test_the_wheel_holds_every_shipped_file_and_loads_the_mini_models_from_it(tm
     import zipfile
 
     shipped = _shipped_data_files()
-    assert {"cadlab/babygpt/model.pth", "cadlab/babygpt/tokenizer.json", "cadlab/babygpt/README.md",
+    assert {"cadlab/weights/babygpt/model.pth", "cadlab/weights/babygpt/tokenizer.json", "cadlab/weights/babygpt/README.md",
             "cadlab/weights/mini-cadrecode/model.safetensors",
             "cadlab/weights/mini-cadrecode/tokenizer.json"} <= set(shipped)
     source = tmp_path / "source"
@@ -119,10 +120,12 @@ def test_the_wheel_holds_every_shipped_file_and_loads_the_mini_models_from_it(tm
         assert not missing, f"the wheel lacks {missing}: add them to [tool.setuptools.package-data]"
         archive.extractall(tmp_path / "installed")
     load = ("import sys; sys.path.insert(0, sys.argv[1]); import cadlab; assert cadlab.__file__.startswith(sys.argv[1])\n"
-            "from cadlab.babygpt import load_babygpt; from cadlab.cadrecode import load_cadrecode\n"
+            "from cadlab.lm.babygpt import load_babygpt; from cadlab.cad.cadrecode import load_cadrecode\n"
             "model, tokenizer = load_babygpt(); print('babygpt', sum(p.numel() for p in model.parameters()))\n"
-            "model, tokenizer = load_cadrecode(); print('cadrecode', sum(p.numel() for p in model.parameters()))")
+            "model, tokenizer = load_cadrecode(); print('cadrecode', sum(p.numel() for p in model.parameters()))\n"
+            "from cadlab.cad.part_sets import workshop_parts; print('workshop parts', len(workshop_parts()))")
     loaded = subprocess.run([sys.executable, "-c", load, str(tmp_path / "installed")], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert "babygpt " in loaded.stdout and "cadrecode " in loaded.stdout
+    assert "workshop parts 16" in loaded.stdout

@@ -5,8 +5,21 @@ import collections
 import numpy as np
 import pytest
 
-from cadlab.synth import (FAMILIES, GRID, OPERATIONS, build_dataset, generate_part, generate_program, is_normalized,
-                          normalize_program, normalized_program, operations, program_numbers, to_grid, validate)
+from cadlab.cad.synth import (
+    FAMILIES,
+    GRID,
+    OPERATIONS,
+    build_dataset,
+    generate_part,
+    generate_program,
+    is_normalized,
+    normalize_program,
+    normalized_program,
+    operations,
+    program_numbers,
+    to_grid,
+    validate,
+)
 
 SEEDS = range(240)
 
@@ -115,7 +128,7 @@ def test_the_same_solid_from_two_seeds_is_the_same_text(accepted):
         family, code = generate_part(seed, "tube")
         texts[code].add(seed)
     assert any(len(s) > 1 for s in texts.values())        # the tube family repeats itself in 3000 draws...
-    from cadlab.cadexec import run_cadquery
+    from cadlab.cad.sandbox import run_cadquery
 
     meshes = {}
     for code in list(texts)[:200]:
@@ -160,7 +173,7 @@ def test_bad_seed_or_family_is_a_clear_error():
 
 
 def test_dataset_builder_and_cache(tmp_path):
-    from cadlab.pointcloud import mesh_to_point_cloud
+    from cadlab.cad.pointcloud import mesh_to_point_cloud
 
     data = build_dataset(6, start=100, cache_dir=tmp_path, progress=False)
     assert len(data["codes"]) + data["rejected"] == 6
@@ -181,7 +194,7 @@ def test_dataset_builder_and_cache(tmp_path):
 
 
 def test_dataset_builder_counts_rejections(monkeypatch):
-    import cadlab.synth as synth
+    import cadlab.cad.synth as synth
 
     monkeypatch.setattr(synth, "generate_program", lambda seed: "import cadquery as cq\nr = 1\n" if seed % 2 else
                         "import cadquery as cq\nr = cq.Workplane('XY').box(200, 20, 30)\n")

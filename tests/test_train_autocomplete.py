@@ -1,4 +1,4 @@
-"""cadlab.train_autocomplete on a tiny random model: the log, the masked labels, resuming, the shipped
+"""cadlab.train.autocomplete on a tiny random model: the log, the masked labels, resuming, the shipped
 adapter, and the evaluation's scoring."""
 
 import json
@@ -6,17 +6,18 @@ import types
 
 import pytest
 import torch
+from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
 
-from cadlab import autocomplete as ac
-from cadlab import train_autocomplete as ta
-from cadlab.models import tiny_qwen2
+from cadlab.cad import autocomplete as ac
+from cadlab.lm.models import tiny_qwen2
+from cadlab.train import autocomplete as ta
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from cadlab.models import smollm2_folder
+    from cadlab.lm.models import smollm2_folder
 
     return AutoTokenizer.from_pretrained(smollm2_folder())
 
@@ -55,7 +56,7 @@ def test_train_writes_the_log_and_a_loadable_adapter(tmp_path, tokenizer):
     assert [r["step"] for r in log["train"]] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and r["tokens"] <= 2 * 700 for r in log["train"])
     assert [v["step"] for v in log["val"]] == [0, 4] and log["val"][1]["loss"] < log["val"][0]["loss"]
-    assert log["skipped_too_long"] > 0 and log["runs"][0]["steps"] == 4 and log["total_seconds"] > 0
+    assert sum(r["skipped"] for r in log["train"]) > 0 and log["runs"][0]["steps"] == 4 and log["total_seconds"] > 0
     shipped = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert shipped["train"] == log["train"] and shipped["config"]["r"] == 8
     assert shipped["config"]["trainable_parameters"] == 2 * 8 * (
@@ -67,22 +68,18 @@ def test_train_writes_the_log_and_a_loadable_adapter(tmp_path, tokenizer):
     assert not any("lora" in n for n, _ in model.named_parameters())      # merged into plain Linears
 
 
-def test_resume_continues_the_run_exactly(tmp_path, tokenizer):
-    straight = tmp_path / "a"
-    ta.train(straight / "run", straight / "out", _settings(), base=_base(tokenizer), progress=False)
-    cut = tmp_path / "b"
-    first = ta.train(cut / "run", cut / "out", _settings(stop_after_steps=2), base=_base(tokenizer), progress=False)
-    assert len(first["train"]) == 2
-    log = ta.train(cut / "run", cut / "out", _settings(), base=_base(tokenizer), progress=False)
-    assert [r["step"] for r in log["train"]] == [1, 2, 3, 4] and len(log["runs"]) == 1
-    a, b = _adapter(straight / "run"), _adapter(cut / "run")
-    assert set(a) == set(b)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
-    # a finished run, started again, is a new run from its adapter and optimizer
-    again = ta.train(cut / "run", cut / "out", _settings(max_steps=1), base=_base(tokenizer), progress=False)
-    assert len(again["runs"]) == 2 and again["train"][-1]["step"] == 5
-    assert again["total_seconds"] == pytest.approx(sum(r["seconds"] for r in again["runs"]), abs=0.2)
+def _train_tiny(tokenizer):
+    def run(run_dir, out_dir, **overrides):
+        return ta.train(run_dir, out_dir, _settings(**overrides), base=_base(tokenizer), progress=False)
+    return run
+
+
+def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_path, tokenizer):
+    check_stopped_and_resumed_equals_uninterrupted(_train_tiny(tokenizer), tmp_path)
+
+
+def test_a_finished_run_started_again_is_a_new_run(tmp_path, tokenizer):
+    check_a_finished_run_started_again_is_a_new_run(_train_tiny(tokenizer), tmp_path)
 
 
 def test_new_run_starts_from_the_shipped_adapter_and_keeps_the_eval(tmp_path, tokenizer):

@@ -5,19 +5,35 @@ import json
 import numpy as np
 import pytest
 import torch
+from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
 
-from cadlab.cadexec import run_cadquery
-from cadlab.cadrecode import (CADRecode, END_TOKEN, MINI_MODEL_DIR, POINT_TOKEN, START_TOKEN, extract_code,
-                              load_cadrecode, prepare_inputs)
-from cadlab.metrics import iou
-from cadlab.pointcloud import mesh_to_point_cloud
-from cadlab.synth import generate_program, normalized_program
-from cadlab.train_cadrecode import (TrainSettings, TEST_SEEDS, TEST_START, build_tokenizer, collate, encode_program, learning_rate,
-                                    train)
+from cadlab.cad.cadrecode import (
+    END_TOKEN,
+    MINI_MODEL_DIR,
+    POINT_TOKEN,
+    START_TOKEN,
+    CADRecode,
+    extract_code,
+    load_cadrecode,
+    prepare_inputs,
+)
+from cadlab.cad.metrics import iou
+from cadlab.cad.pointcloud import mesh_to_point_cloud
+from cadlab.cad.sandbox import run_cadquery
+from cadlab.cad.synth import generate_program, normalized_program
+from cadlab.train.cadrecode import (
+    TEST_SEEDS,
+    TEST_START,
+    TrainSettings,
+    build_tokenizer,
+    collate,
+    encode_program,
+    train,
+)
 
 # A held-out shape (seed in the test range) that the shipped model reconstructs greedily (IoU 1.00 in its
 # --eval: a plate with a centre hole). It is a smoke test that the shipped weights work end to end; the model's
-# quality over the whole held-out set is measured by `python -m cadlab.train_cadrecode --eval`.
+# quality over the whole held-out set is measured by `python -m cadlab.train.cadrecode --eval`.
 EASY_HELD_OUT_SEED = TEST_START + 237
 
 
@@ -66,12 +82,6 @@ def test_collate_puts_the_loss_on_code_tokens_only(small_tokenizer):
         assert batch["attention_mask"][row].tolist() == [-1] * 256 + [1] * len(program) + [0] * (width - 256 - len(program))
 
 
-def test_learning_rate_schedule():
-    assert learning_rate(0.0, 0, 1e-3, 10) == pytest.approx(1e-4)
-    assert learning_rate(0.0, 10, 1e-3, 10) == pytest.approx(1e-3)
-    assert learning_rate(1.0, 500, 1e-3, 10) == pytest.approx(5e-5)
-
-
 # One model-and-data setting for the training tests: a 1-layer model on 6 programs with random clouds.
 SMALL = dict(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64, batch_size=6, lr=1e-2,
              warmup=1, checkpoint_minutes=1e6)
@@ -83,7 +93,7 @@ def six_programs(seed: int) -> dict:
             "points": rng.uniform(-1, 1, (6, 256, 3)).astype(np.float32)}
 
 
-def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
+def test_a_few_steps_reduce_the_loss_and_a_second_run_continues(tmp_path):
     data, small = six_programs(0), SMALL
     log = train(tmp_path / "run", tmp_path / "out", TrainSettings(max_steps=12, **small), data=data, val=data,
                 progress=False)
@@ -94,12 +104,26 @@ def test_a_few_steps_reduce_the_loss_and_resume(tmp_path):
     assert [r["step"] for r in saved["train"]] == list(range(1, 13))
     before = CADRecode.from_pretrained(tmp_path / "run").state_dict()
 
-    log = train(tmp_path / "run", tmp_path / "out", TrainSettings(max_steps=15, **small), data=data, val=data,
-                progress=False)                                            # resumes the run at step 12
-    assert [r["step"] for r in log["train"]] == list(range(1, 16))
+    log = train(tmp_path / "run", tmp_path / "out", TrainSettings(max_steps=3, **small), data=data, val=data,
+                progress=False)              # the first run finished: a second one continues its weights and optimizer
+    assert [r["step"] for r in log["train"]] == list(range(1, 16)) and [r["steps"] for r in log["runs"]] == [12, 3]
     assert log["train"][-1]["loss"] < losses[0]
     after = CADRecode.from_pretrained(tmp_path / "run").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def _train_small(run_dir, out_dir, **overrides):
+    data = six_programs(0)
+    return train(run_dir, out_dir, TrainSettings(**{**SMALL, "checkpoint_minutes": 1e6, **overrides}), data=data,
+                 val=data, progress=False)
+
+
+def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(tmp_path):
+    check_stopped_and_resumed_equals_uninterrupted(_train_small, tmp_path)
+
+
+def test_a_finished_run_started_again_is_a_new_run(tmp_path):
+    check_a_finished_run_started_again_is_a_new_run(_train_small, tmp_path)
 
 
 def test_a_new_run_starts_from_the_shipped_model_and_adds_up_its_time(tmp_path):
@@ -122,7 +146,7 @@ def test_a_new_run_starts_from_the_shipped_model_and_adds_up_its_time(tmp_path):
 def test_ablate_trains_each_change_from_scratch_on_the_same_data_and_logs_it(tmp_path, monkeypatch):
     from dataclasses import asdict
 
-    import cadlab.train_cadrecode as tc
+    import cadlab.train.cadrecode as tc
 
     data = six_programs(3)
     monkeypatch.setattr(tc, "train_data", lambda **kw: dict(data))
@@ -203,7 +227,7 @@ def test_load_cadrecode_real_layout_gets_qwen2_tokenizer(tmp_path, capsys):
 
 
 def test_evaluate_set_scores_every_stage_against_the_truth():
-    from cadlab.train_cadrecode import evaluate_set, summarize_stage
+    from cadlab.train.cadrecode import evaluate_set, summarize_stage
 
     model, tokenizer = load_cadrecode()
     programs = [normalized_program(TEST_START + i) for i in (1, 3)]
@@ -224,8 +248,8 @@ def test_evaluate_set_scores_every_stage_against_the_truth():
 
 
 def test_workshop_parts_are_hand_written_closed_solids():
-    from cadlab.reconstruct import closed_solid
-    from cadlab.train_cadrecode import workshop_parts
+    from cadlab.cad.reconstruct import closed_solid
+    from cadlab.cad.part_sets import workshop_parts
 
     parts = workshop_parts()
     assert len(parts) >= 12

@@ -6,14 +6,27 @@ import json
 import numpy as np
 import pytest
 import torch
+from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
 
-from cadlab.cadrecode import tiny_cadrecode
-from cadlab.cadrille import CadrilleProcessor, collate, mini_tokenizer
-from cadlab.describe import LEVELS, numbers
-from cadlab.reconstruct import main as reconstruct_main
-from cadlab.synth import program_numbers
-from cadlab.train_cadrille import (TrainSettings, VisionSettings, add_word_tokens, build_parts, check_text_mrope,
-                                   describer_words, fresh_text_item, held_out_items, make_items, new_model, save_shipped, train)
+from cadlab.cad.cadrecode import tiny_cadrecode
+from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer
+from cadlab.cad.describe import LEVELS, numbers
+from cadlab.cad.reconstruct_cli import main as reconstruct_main
+from cadlab.cad.synth import program_numbers
+from cadlab.train.cadrille import (
+    TrainSettings,
+    VisionSettings,
+    add_word_tokens,
+    build_parts,
+    check_text_mrope,
+    describer_words,
+    fresh_text_item,
+    held_out_items,
+    make_items,
+    new_model,
+    CadrilleRecipe,
+    train,
+)
 
 TINY_VISION = VisionSettings(depth=1, embed_dim=32, heads=2)
 
@@ -49,7 +62,7 @@ def test_parts_hold_points_picture_and_four_descriptions(parts):
 
 
 def test_parts_are_cached_in_chunks_and_a_larger_set_builds_only_what_it_lacks(parts, tmp_path, monkeypatch):
-    import cadlab.train_cadrille as tc
+    import cadlab.train.cadrille as tc
 
     monkeypatch.setattr(tc, "PART_CHUNK", 2)
     first = tc.part_dataset(2, cache_dir=tmp_path, progress=False)             # seeds 0 and 1
@@ -100,7 +113,7 @@ def test_a_few_steps_reduce_every_mode_loss_and_a_run_resumes(tokenizer, parts, 
     for mode in ("pc", "img", "text"):
         assert last[mode] < first[mode], (mode, first[mode], last[mode])
     assert log["config"]["text_mrope_equals_rope"]["rope_cos_sin_max_diff"] == 0.0
-    assert log["config"]["word_tokens_added_at_step"] == 0                       # the words join from the start
+    assert log["config"]["word_tokens_added"] == len(describer_words())          # the words join from the start
     assert log["config"]["vocab_size"] == len(tokenizer) + len(describer_words())
     shipped = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert shipped["train"][-1]["step"] == 8 and set(shipped["val"][-1]) >= {"pc", "img", "text"}
@@ -113,6 +126,21 @@ def test_a_few_steps_reduce_every_mode_loss_and_a_run_resumes(tokenizer, parts, 
     fresh = train(tmp_path / "run", tmp_path / "out", settings(max_steps=2), data=parts, val=parts, progress=False)
     assert [r["step"] for r in fresh["train"]] == list(range(1, 13)) and len(fresh["runs"]) == 3
     assert fresh["train"][10]["text"] < first["text"]       # it went on from the shipped weights, not from scratch
+
+
+def _train_tiny(tokenizer, parts):
+    def run(run_dir, out_dir, **overrides):
+        return train(run_dir, out_dir, settings(**overrides), data=parts, val=parts, lm=tiny_lm(tokenizer),
+                     tokenizer=tokenizer, progress=False)
+    return run
+
+
+def test_a_run_stopped_and_resumed_equals_an_uninterrupted_one(tokenizer, parts, tmp_path):
+    check_stopped_and_resumed_equals_uninterrupted(_train_tiny(tokenizer, parts), tmp_path)
+
+
+def test_a_finished_run_started_again_is_a_new_run(tokenizer, parts, tmp_path):
+    check_a_finished_run_started_again_is_a_new_run(_train_tiny(tokenizer, parts), tmp_path)
 
 
 def test_word_tokens_shorten_descriptions_and_leave_the_code_alone(tokenizer, parts):
@@ -138,7 +166,9 @@ def test_word_tokens_shorten_descriptions_and_leave_the_code_alone(tokenizer, pa
 @pytest.fixture(scope="module")
 def saved_tiny(tokenizer, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-cadrille")
-    save_shipped(new_model(tiny_lm(tokenizer), tokenizer, TINY_VISION), tokenizer, {"train": [], "val": []}, folder)
+    recipe = CadrilleRecipe(settings(), {}, {}, tokenizer=tokenizer)
+    recipe.save(new_model(tiny_lm(tokenizer), tokenizer, TINY_VISION), folder,
+                {"train": [], "val": [], "runs": [], "config": {}}, shipped=True)
     return folder
 
 
@@ -167,7 +197,7 @@ def test_missing_part_is_bad_input(saved_tiny, tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", ["pc", "img", "text"])
 def test_each_mode_writes_a_program(mode, saved_tiny, tmp_path, capsys):
-    from cadlab.cadexec import run_cadquery
+    from cadlab.cad.sandbox import run_cadquery
 
     part = tmp_path / "box.stl"
     run_cadquery("import cadquery as cq\nr=cq.Workplane('XY').box(40,20,10)\n").mesh.export(part)
@@ -181,7 +211,7 @@ def test_each_mode_writes_a_program(mode, saved_tiny, tmp_path, capsys):
 
 
 def test_evaluate_scores_every_mode_on_the_same_parts_and_stops_on_its_budget(saved_tiny, parts, monkeypatch):
-    import cadlab.train_cadrille as tc
+    import cadlab.train.cadrille as tc
 
     monkeypatch.setattr(tc, "held_out_parts", lambda n, progress=True: parts)
     result = tc.evaluate(saved_tiny, n_shapes=3, max_new_tokens=8, progress=False, write=False)
@@ -198,12 +228,12 @@ def test_evaluate_scores_every_mode_on_the_same_parts_and_stops_on_its_budget(sa
 def test_shipped_mini_cadrille_rebuilds_an_easy_held_out_disc_from_its_points():
     """Smoke test of the shipped weights end to end (held-out seed 10,000,003, a flange: IoU 0.90 in its --eval);
     the per-mode quality over the held-out set is in the shipped training_log.json."""
-    from cadlab.cadrille import generate_code, load_cadrille, mode_item
-    from cadlab.metrics import iou
-    from cadlab.pointcloud import mesh_to_point_cloud
-    from cadlab.reconstruct import closed_solid
-    from cadlab.cadexec import run_cadquery
-    from cadlab.synth import normalized_program
+    from cadlab.cad.cadrille import generate_code, load_cadrille, mode_item
+    from cadlab.cad.metrics import iou
+    from cadlab.cad.pointcloud import mesh_to_point_cloud
+    from cadlab.cad.reconstruct import closed_solid
+    from cadlab.cad.sandbox import run_cadquery
+    from cadlab.cad.synth import normalized_program
 
     seed = 10_000_003
     _, truth, _ = normalized_program(seed)

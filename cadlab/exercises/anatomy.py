@@ -1,6 +1,6 @@
 """Self-checks for the exercises of 01_qwen25_layers.ipynb (parameter counting, GQA, RMSNorm, RoPE).
 
-Each check's reference is the function the notebook teaches in ``cadlab.anatomy`` (itself proven
+Each check's reference is the function the notebook teaches in ``cadlab.lm.anatomy`` (itself proven
 equal to transformers in tests/test_anatomy.py), run on several inputs, including ones that
 catch the usual mistakes (a missing eps, tiled instead of repeated heads, forgotten biases,
 interleaved RoPE angles).
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from cadlab import anatomy
 from cadlab.exercises import attempted
+from cadlab.lm import anatomy
 
 
 def check_rms_norm(fn) -> bool:
@@ -50,7 +50,7 @@ def check_repeat_kv(fn) -> bool:
 
 def check_parameter_count(fn) -> bool:
     """``fn(config)`` must return what ``anatomy.parameter_breakdown`` counts on the meta-device model."""
-    from cadlab.models import qwen25_config
+    from cadlab.lm.models import qwen25_config
 
     configs = {
         "Qwen2.5-0.5B": qwen25_config(),

@@ -1,6 +1,6 @@
 """Self-checks for the exercises of 09_cad_autocomplete.ipynb (the boundary, the window's loss, LoRA's merge).
 
-The checks compare the learner's function with ``cadlab.autocomplete`` on hand-made cases that
+The checks compare the learner's function with ``cadlab.cad.autocomplete`` on hand-made cases that
 separate the right answer from the plausible wrong ones (a token that straddles the cut, a token
 that ends exactly at it, an empty micro-batch, micro-batches of unequal sizes, alpha vs alpha / r).
 """

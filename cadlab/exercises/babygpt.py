@@ -1,12 +1,12 @@
-"""Self-checks for the exercises of 04_babygpt.ipynb: a repetition metric (``cadlab.babygpt.distinct_n``)
+"""Self-checks for the exercises of 04_babygpt.ipynb: a repetition metric (``cadlab.lm.babygpt.distinct_n``)
 and one cached decode step (``BabyGPT.step``). The references are the library's own functions."""
 
 from __future__ import annotations
 
 import torch
 
-from cadlab.babygpt import BabyGPT, distinct_n
 from cadlab.exercises import attempted
+from cadlab.lm.babygpt import BabyGPT, distinct_n
 
 
 def check_distinct_n(fn) -> bool:
@@ -22,7 +22,7 @@ def check_distinct_n(fn) -> bool:
             f"items={items!r}, n={n}: you said {got}, expected {expected}. Take every window items[i:i+n] "
             "(len(items) - n + 1 of them, as tuples), count the different ones and divide by the number of "
             "windows; return 0.0 when there are none.")
-    print(f"check_distinct_n: equal to cadlab.babygpt.distinct_n on {len(cases)} cases ✓")
+    print(f"check_distinct_n: equal to cadlab.lm.babygpt.distinct_n on {len(cases)} cases ✓")
     return True
 
 

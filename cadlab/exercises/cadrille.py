@@ -14,7 +14,7 @@ from cadlab.exercises import attempted
 
 
 def _tiny():
-    from cadlab.cadrille import CadrilleProcessor, collate, mini_tokenizer, tiny_cadrille, token_ids
+    from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer, tiny_cadrille, token_ids
 
     tokenizer = mini_tokenizer()
     processor = CadrilleProcessor(tokenizer)

@@ -2,7 +2,7 @@
 tokens to it, and the cache's size in bytes.
 
 Each check compares the learner's function with the library unit the notebook teaches
-(``cadlab.kvcache.append_kv``, ``decode_attention``, ``kv_cache_bytes``) on inputs chosen so
+(``cadlab.lm.kvcache.append_kv``, ``decode_attention``, ``kv_cache_bytes``) on inputs chosen so
 that the usual slips fail: the wrong axis, the new rows first, a missing scale, tiled
 instead of repeated KV heads, a causal mask that ignores the cached positions, query heads
 counted instead of KV heads, K without V.
@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, Qwen2Config
 
 from cadlab.exercises import attempted
-from cadlab.kvcache import append_kv, decode_attention, kv_cache_bytes
+from cadlab.lm.kvcache import append_kv, decode_attention, kv_cache_bytes
 
 
 def _call(fn, args, what: str):
@@ -79,14 +79,14 @@ def check_decode_attention(fn) -> bool:
             hint += (f" With {s} new tokens, query i sits at position T-s+i and must not see later keys: "
                      f"the mask hides key t > T-s+i, i.e. triu(T-s+1), not triu(1).")
         assert diff < 1e-5, f"{what}: max |difference| {diff:.2e}. " + hint
-    print("check_decode_attention: equal to cadlab.kvcache.decode_attention with 6, 3 and 2 KV heads, "
+    print("check_decode_attention: equal to cadlab.lm.kvcache.decode_attention with 6, 3 and 2 KV heads, "
           "1 and several new tokens ✓")
     return True
 
 
 def check_kv_cache_bytes(fn) -> bool:
     """``fn(config, seq_len, batch, dtype)`` must return the bytes of a full KV cache."""
-    from cadlab.models import qwen25_config
+    from cadlab.lm.models import qwen25_config
 
     configs = {
         "Qwen2.5-0.5B": qwen25_config(),

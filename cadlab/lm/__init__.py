@@ -1,0 +1,2 @@
+"""The language-model half of the course (notebooks 01-05): loading models, a decoder layer by hand,
+sampling, the KV cache, parallel decoding, benchmarks, training memory, and babyGPT."""

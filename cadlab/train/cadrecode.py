@@ -1,0 +1,558 @@
+"""Train the course's mini CAD-Recode on synthetic programs, and evaluate it on held-out shapes.
+
+    python -m cadlab.train.cadrecode                 # train (resumes from the last checkpoint)
+    python -m cadlab.train.cadrecode --eval          # held-out metrics of the shipped model: greedy,
+                                                     # best of 8, + fitted numbers (cadlab.cad.reconstruct)
+
+Data. ``cadlab.cad.synth.build_dataset`` turns seeds into (program, 256-point cloud) pairs. Training
+seeds come in chunks of ``CHUNK`` from 0 upwards; the held-out test set is seeds
+``TEST_START .. TEST_START + TEST_SEEDS - 1``, far from any training chunk. Training uses every
+chunk already in the cache, and looks again at the start of every epoch, so a dataset built in
+another process joins the run as it grows.
+
+Tokenizer. A byte-level BPE trained on the programs (``build_tokenizer``). Every digit is split
+off before BPE, as Qwen2's own pre-tokenizer does, so ``-148`` is written ``-``, ``1``, ``4``, ``8``
+and the merges learn only the fixed syntax (``.finalize().extrude(``). Digits make a number a
+short sequence of 10-way choices whose first choice is coarse (is the side above 100?) instead of
+one of ~450 unrelated whole-number tokens; a first run with whole-number tokens learned the
+programs' prior and barely read the points (held-out loss 2.112 with the true clouds vs 2.131 with
+shuffled ones after 1,700 steps). The three Qwen special tokens keep their roles: ``<|im_end|>`` is
+the placeholder at the 256 point positions (and the pad), ``<|im_start|>`` opens the code,
+``<|endoftext|>`` ends it. Byte-level, so any text round-trips.
+
+One training example, with C the code's token ids::
+
+    input_ids      = [<|im_end|>] * 256 + [<|im_start|>] + C + [<|endoftext|>]
+    attention_mask = [-1] * 256         + [1] * (len(C) + 2)
+    labels         = [-100] * 257       + C + [<|endoftext|>]
+
+``Qwen2ForCausalLM`` shifts the labels, so the loss is the mean over code tokens (and the end
+token) of ``-log p(token | points, previous code)``: the points are never predicted. Batches are
+right-padded (mask 0, label -100). Augmentation as in CAD-Recode: with probability 1/2 a cloud
+gets Gaussian noise of std 0.01 (in the [-1, 1] frame) on every coordinate.
+
+Mixed precision (``--bf16``, the default): the forward and backward passes run under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` -- a CPU with bf16 instructions (AVX512-BF16,
+AMX) multiplies bf16 matrices about twice as fast -- while weights, gradients and AdamW's state
+stay fp32, so the saved checkpoint is an ordinary fp32 model. The validation loss is computed in fp32.
+
+Optimisation: AdamW, linear warm-up, then a cosine decay driven by the fraction of the wall-time
+budget (``--minutes``) used, so a run on a busy CPU still ends with a small learning rate.
+Checkpoints (model, optimizer, step, log) are written every few minutes; the model, config,
+tokenizer, loss-curve PNG and log JSON also go to ``cadlab/weights/mini-cadrecode``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from cadlab.cad.cadrecode import END_TOKEN, POINT_TOKEN, START_TOKEN, CADRecode
+from cadlab.cad.part_sets import CHUNK, TEST_SEEDS, TEST_START, held_out_set, train_data, workshop_parts
+from cadlab.paths import MINI_CADRECODE_DIR, cache_dir
+from cadlab.train import loop
+from cadlab.train.loop import (
+    LoopSettings,
+    apply_threads,
+    flags,
+    no_weight_decay_groups,
+    save_curves,
+    setting,
+    settings_from,
+    write_log,
+)
+
+WEIGHTS_DIR = MINI_CADRECODE_DIR
+SPECIAL_TOKENS = (END_TOKEN, START_TOKEN, POINT_TOKEN)   # ids 0, 1, 2 in the mini tokenizer
+RUN_DIR = cache_dir() / "mini-cadrecode-run"
+NOISE_STD, NOISE_P = 0.01, 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+def build_tokenizer(codes, vocab_size: int = 512):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``codes``, Qwen's three special tokens first."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),      # one token per digit, as in Qwen2
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(codes), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END_TOKEN, pad_token=POINT_TOKEN,
+                                   bos_token=START_TOKEN, padding_side="right", clean_up_tokenization_spaces=False)
+
+
+def tokenizer_corpus(data: dict, n: int = 20_000) -> list[str]:
+    """Programs to train the tokenizer on: the first ``n`` training programs (normalized, as the
+    model will write them)."""
+    return list(data["codes"][:n])
+
+
+def encode_program(tokenizer, code: str) -> list[int]:
+    """``[<|im_start|>] + tokens(code) + [<|endoftext|>]``: the part of a sequence after the points."""
+    ids = tokenizer(code, add_special_tokens=False)["input_ids"]
+    return [tokenizer.convert_tokens_to_ids(START_TOKEN)] + ids + [tokenizer.convert_tokens_to_ids(END_TOKEN)]
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+def mini_config(vocab_size: int, hidden_size: int = 256, layers: int = 4, heads: int = 4, kv_heads: int = 2,
+                intermediate_size: int = 768):
+    """A few-layer Qwen2 config (tied embeddings, RoPE) for the mini model; ids follow ``SPECIAL_TOKENS``."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                       max_position_embeddings=1024, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                       bos_token_id=1, eos_token_id=0, pad_token_id=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def collate(tokenizer, programs: list[list[int]], clouds, noise: bool = False, generator=None) -> dict:
+    """Right-padded batch of ``(256 points) + [<|im_start|>] + code + [<|endoftext|>]`` with code-only labels."""
+    pad = tokenizer.convert_tokens_to_ids(POINT_TOKEN)
+    n = clouds.shape[1]
+    width = n + max(len(p) for p in programs)
+    batch = len(programs)
+    input_ids = torch.full((batch, width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((batch, width), dtype=torch.long)
+    labels = torch.full((batch, width), -100, dtype=torch.long)
+    attention_mask[:, :n] = -1
+    for i, program in enumerate(programs):
+        ids = torch.tensor(program)
+        input_ids[i, n:n + len(ids)] = ids
+        attention_mask[i, n:n + len(ids)] = 1
+        labels[i, n + 1:n + len(ids)] = ids[1:]
+    points = torch.as_tensor(np.asarray(clouds), dtype=torch.float32).clone()
+    if noise:
+        noisy = torch.rand(batch, generator=generator) < NOISE_P
+        points[noisy] += NOISE_STD * torch.randn(points[noisy].shape, generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "point_cloud": points}
+
+
+def batches(lengths, batch_size: int, rng: random.Random):
+    """Index batches for one epoch: shuffled, then grouped by length inside pools of 8 batches (less padding)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = 8 * batch_size
+    out = []
+    for i in range(0, len(order), pool):
+        part = sorted(order[i:i + pool], key=lambda j: lengths[j])
+        out += [part[j:j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Training: the recipe for cadlab.train.loop
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainSettings(LoopSettings):
+    """Everything a mini CAD-Recode run depends on (the loop's settings, and these)."""
+    minutes: float = setting(80.0, "wall-clock budget of this run, in minutes")
+    lr: float = setting(2e-3, "peak learning rate")
+    warmup: int = setting(40, "linear warm-up over this many steps of the run")
+    batch_size: int = setting(16, "programs per step")
+    hidden_size: int = setting(256, "a new model's hidden size")
+    layers: int = setting(4, "a new model's decoder layers")
+    intermediate_size: int = setting(768, "a new model's MLP width")
+    heads: int = setting(4, "a new model's attention heads")
+    kv_heads: int = setting(2, "a new model's key/value heads (GQA)")
+    min_chunks: int = setting(4, f"build at least this many chunks of {CHUNK} training programs")
+    max_chunks: int = setting(10_000, "use at most this many chunks")
+
+
+def draw_curves(ax, log: dict) -> None:
+    """Training loss (per logged step, and smoothed) and held-out loss against steps, log scale, on ``ax``."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    train = log.get("train", [])
+    if train:
+        steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+        ax.plot(steps, losses, lw=0.6, alpha=0.4, label="train (per step)")
+        k = max(1, len(losses) // 40)
+        smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"train (mean of {k})")
+    val = log.get("val", [])
+    if val:
+        ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", label="held-out")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("step")
+    ax.set_ylabel("code-token cross-entropy (nats)")
+    ax.set_title("mini CAD-Recode training")
+    ax.legend()
+
+
+def _tokens_by_kind(tokenizer, labels: torch.Tensor) -> torch.Tensor:
+    """A bool mask, True where a label is a digit token (the numbers the points must determine)."""
+    digits = {i for t, i in tokenizer.get_vocab().items() if t.isdigit()}
+    return torch.isin(labels, torch.tensor(sorted(digits))) if digits else torch.zeros_like(labels, dtype=torch.bool)
+
+
+@torch.no_grad()
+def loss_report(model, tokenizer, programs, clouds, batch_size: int = 16, shuffle_seed: int = 0) -> dict:
+    """Held-out code-token cross-entropy: all tokens, digit tokens, syntax (non-digit) tokens, and all
+    tokens again with each program paired with *another* example's cloud (a derangement). If the model
+    reads the points, the shuffled loss is clearly higher than the true one."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    perm = list(range(len(programs)))
+    if len(perm) > 1:
+        perm = perm[1:] + perm[:1]                    # each program gets its neighbour's cloud
+    sums = {"loss": 0.0, "digits": 0.0, "syntax": 0.0, "shuffled": 0.0}
+    counts = {k: 0 for k in sums}
+    for i in range(0, len(programs), batch_size):
+        for key, order in (("loss", list(range(i, min(i + batch_size, len(programs))))),
+                           ("shuffled", perm[i:i + batch_size])):
+            batch = collate(tokenizer, programs[i:i + batch_size], clouds[order])
+            logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits.float().cpu()
+            labels = batch["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
+                                                    reduction="none")
+            valid = labels != -100
+            sums[key] += float(nll[valid].sum())
+            counts[key] += int(valid.sum())
+            if key == "loss":
+                digit = _tokens_by_kind(tokenizer, labels) & valid
+                sums["digits"] += float(nll[digit].sum())
+                counts["digits"] += int(digit.sum())
+                sums["syntax"] += float(nll[valid & ~digit].sum())
+                counts["syntax"] += int((valid & ~digit).sum())
+    model.train(was_training)
+    return {k: round(sums[k] / max(counts[k], 1), 5) for k in sums}
+
+
+class CADRecodeRecipe:
+    """The mini CAD-Recode for ``cadlab.train.loop``: batches of programs with their clouds.
+
+    An epoch is every training program once, shuffled and grouped by length (``batches``); the
+    batch of global step ``s`` is batch ``s mod n`` of epoch ``s // n`` (n batches per epoch), and its
+    point noise is drawn from a generator seeded by ``s``: the data of a step is a function of the
+    step, so a resumed run sees what an uninterrupted one would have seen."""
+    name = "mini CAD-Recode"
+
+    def __init__(self, settings: TrainSettings, data: dict, val: dict):
+        self.settings, self.data, self.val = settings, data, val
+        self.tokenizer = None
+        self._epochs = {}
+
+    def can_continue(self, folder: Path) -> bool:
+        """Whether ``folder`` holds a mini CAD-Recode of the shape the settings ask for."""
+        config_path = Path(folder) / "config.json"
+        if not config_path.exists() or not (Path(folder) / "model.safetensors").exists():
+            return False
+        config = json.loads(config_path.read_text())
+        s = self.settings
+        return (config.get("hidden_size"), config.get("num_hidden_layers"), config.get("intermediate_size")) == \
+            (s.hidden_size, s.layers, s.intermediate_size)
+
+    def load_model(self, folder: Path) -> CADRecode:
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+        return CADRecode.from_pretrained(folder)
+
+    def new_model(self) -> CADRecode:
+        s = self.settings
+        self.tokenizer = build_tokenizer(tokenizer_corpus(self.data))
+        return CADRecode(mini_config(len(self.tokenizer), s.hidden_size, s.layers, s.heads, s.kv_heads,
+                                     s.intermediate_size))
+
+    def optimizer(self, model) -> torch.optim.Optimizer:
+        groups = no_weight_decay_groups(model.named_parameters(), self.settings.lr, weight_decay=0.05)
+        return torch.optim.AdamW(groups, lr=self.settings.lr, betas=(0.9, 0.98))
+
+    def config(self, model) -> dict:
+        return dict(params=sum(p.numel() for p in model.parameters()), hidden_size=model.config.hidden_size,
+                    layers=model.config.num_hidden_layers, vocab_size=len(self.tokenizer), noise_std=NOISE_STD,
+                    noise_p=NOISE_P, train_programs=len(self.data["codes"]))
+
+    def _programs(self) -> list[list[int]]:
+        if "programs" not in self._epochs:
+            self._epochs["programs"] = [encode_program(self.tokenizer, c) for c in self.data["codes"]]
+        return self._epochs["programs"]
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._epochs:
+            rng = random.Random(self.settings.seed * 1000 + epoch)
+            self._epochs[epoch] = batches([len(p) for p in self._programs()], self.settings.batch_size, rng)
+        return self._epochs[epoch]
+
+    def step(self, model, step: int) -> dict:
+        programs = self._programs()
+        n = len(self._epoch(0))
+        epoch = step // n
+        index = self._epoch(epoch)[step % n]
+        generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + step)
+        batch = collate(self.tokenizer, [programs[i] for i in index], self.data["points"][index], noise=True,
+                        generator=generator)
+        loss = model(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        loss.backward()
+        return {"loss": round(loss.item(), 5), "tokens": int(batch["input_ids"].numel()), "epoch": epoch}
+
+    def held_out(self, model) -> dict:
+        programs = [encode_program(self.tokenizer, c) for c in self.val["codes"]]
+        return loss_report(model, self.tokenizer, programs, np.asarray(self.val["points"]))
+
+    def save(self, model, folder: Path, log: dict, shipped: bool) -> None:
+        """Model (safetensors), config, generation config and tokenizer; shipped, also the log and curves."""
+        model.generation_config.pad_token_id = self.tokenizer.convert_tokens_to_ids(POINT_TOKEN)
+        model.generation_config.eos_token_id = self.tokenizer.convert_tokens_to_ids(END_TOKEN)
+        model.generation_config.bos_token_id = self.tokenizer.convert_tokens_to_ids(START_TOKEN)
+        model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        if shipped:
+            write_log(log, folder)
+            save_curves(draw_curves, log, Path(folder) / "loss_curves.png")
+
+
+def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
+          data: dict | None = None, val: dict | None = None, progress: bool = True) -> dict:
+    """Train (or resume) a mini CAD-Recode with ``cadlab.train.loop``; returns the log. ``data`` and
+    ``val`` override the cached training chunks and the held-out programs (tests)."""
+    settings = settings or TrainSettings()
+    if data is None:
+        data = train_data(min_chunks=settings.min_chunks, max_chunks=settings.max_chunks, progress=progress)
+    if val is None:
+        val = held_out_set(progress=progress)
+        val = {"codes": val["codes"][:48], "points": val["points"][:48]}   # the validation-loss subset
+    return loop.train(CADRecodeRecipe(settings, data, val), run_dir, out_dir, settings, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# Measure before you scale: the same budget, one change at a time
+# --------------------------------------------------------------------------------------------
+ABLATIONS = {                   # name -> what differs from the shipped run's settings
+    "as shipped (hidden 256, 4 layers, batch 16)": {},
+    "smaller: hidden 192, 3 layers": {"hidden_size": 192, "layers": 3, "intermediate_size": 576},
+    "larger: hidden 384, 6 layers": {"hidden_size": 384, "layers": 6, "intermediate_size": 1152},
+    "batch 8": {"batch_size": 8},
+    "batch 32": {"batch_size": 32},
+    "peak lr x2 (3e-3)": {"lr": 3e-3},
+}
+ABLATION_DIR = RUN_DIR.parent / "mini-cadrecode-ablations"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def ablate(minutes: float = 12.0, names=None, chunks: int = 8, n_shapes: int = 40, root: Path = ABLATION_DIR,
+           out_dir: Path = WEIGHTS_DIR, progress: bool = True) -> list[dict]:
+    """Train each of ``ABLATIONS`` (or those in ``names``) from scratch for the same ``minutes`` of
+    steps on the same programs (the first ``chunks`` cached chunks, fixed for the whole run), then
+    record its held-out losses (all tokens, digits, syntax, shuffled clouds) and its greedy IoU on the
+    first ``n_shapes`` held-out shapes. The base settings are the shipped run's own (``log["runs"][0]``).
+
+    A finished row is kept in ``root/<name>/result.json``, so a rerun skips it and two processes can
+    share the list; every finished row (in ``ABLATIONS`` order) is then copied into the shipped log as
+    ``log["ablations"]``."""
+    from cadlab.cad.cadrecode import load_cadrecode
+    from cadlab.cad.sandbox import run_cadquery
+
+    log_path = Path(out_dir) / "training_log.json"
+    base = json.loads(log_path.read_text())["runs"][0]["settings"]
+    data = train_data(min_chunks=chunks, max_chunks=chunks, progress=progress)
+    test = held_out_set(progress=progress)
+    truths = [run_cadquery(code).mesh for code in test["codes"][:n_shapes]]
+    for name in names or ABLATIONS:
+        folder = Path(root) / _slug(name)
+        if (folder / "result.json").exists():
+            continue
+        settings = TrainSettings(**{**base, **ABLATIONS[name], "minutes": minutes, "from_shipped": False,
+                                    "max_steps": None, "min_chunks": chunks, "max_chunks": chunks})
+        log = train(folder / "run", folder / "model", settings, data=data, progress=progress)
+        model, tokenizer = load_cadrecode(folder / "model")
+        greedy = evaluate_set(model, tokenizer, truths, test["points"][:n_shapes], samples=1, fit=False,
+                              progress=progress)["greedy"]
+        run = log["runs"][-1]
+        row = {"name": name, "changes": ABLATIONS[name], "params": log["config"]["params"], "minutes": minutes,
+               "steps": run["steps"], "programs_seen": run["steps"] * settings.batch_size,
+               "train_programs": len(data["codes"]), "torch_threads": run["torch_threads"],
+               "val": log["val"][-1], "greedy": greedy}
+        (folder / "result.json").write_text(json.dumps(row, indent=1))
+    rows = [json.loads(p.read_text()) for name in ABLATIONS
+            if (p := Path(root) / _slug(name) / "result.json").exists()]
+    shipped = json.loads(log_path.read_text())
+    shipped["ablations"] = rows
+    log_path.write_text(json.dumps(shipped, indent=1))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def score_against_truth(candidate, truth) -> dict | None:
+    """IoU and Chamfer x1000 of a pool candidate against the true solid, in the papers' frame (each
+    solid by its own bounding box into a unit cube, 8192 surface samples); None if it is invalid."""
+    from cadlab.cad.metrics import CD_SCALE, chamfer_distance, iou
+
+    if candidate is None or candidate.mesh is None:
+        return None
+    try:
+        return {"iou": float(iou(truth, candidate.mesh)), "cd_x1000": float(chamfer_distance(truth, candidate.mesh) * CD_SCALE)}
+    except Exception:                 # noqa: BLE001 - a non-manifold result counts as invalid
+        return None
+
+
+def summarize_stage(scores) -> dict:
+    """Mean IoU (valid only, and with invalid as 0), median / mean Chamfer x1000 and the invalid ratio."""
+    valid = [s for s in scores if s is not None]
+    return {
+        "shapes": len(scores),
+        "mean_iou": float(np.mean([s["iou"] for s in valid])) if valid else None,
+        "mean_iou_invalid_as_0": float(np.sum([s["iou"] for s in valid]) / len(scores)) if scores else None,
+        "median_cd_x1000": float(np.median([s["cd_x1000"] for s in valid])) if valid else None,
+        "mean_cd_x1000": float(np.mean([s["cd_x1000"] for s in valid])) if valid else None,
+        "invalid_ratio": 1 - len(valid) / len(scores) if scores else None,
+    }
+
+
+def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: bool = True,
+                 fit_seconds: float = 5.0, names=None, truth_codes=None, progress: bool = True) -> dict:
+    """Run ``cadlab.cad.reconstruct.reconstruct`` (the course's one pipeline) on every true solid and score
+    each stage against the truth: ``greedy`` (the pool's first program), ``best_of_k`` (chosen by
+    Chamfer distance to the input cloud, no ground truth) and ``fit`` (its numbers fitted).
+    Returns a summary per stage, per-shape rows and seconds per shape; with the true programs
+    (``truth_codes``, in the training programs' form) also ``anatomy``: ``error_anatomy`` of the greedy
+    and the fitted programs (right plane, right kind of part, right skeleton, numbers off by how much)."""
+    from tqdm.auto import tqdm
+
+    from cadlab.cad.reconstruct import error_anatomy, reconstruct
+
+    rows = []
+    for i, truth in enumerate(tqdm(truths, desc="reconstruct + score", disable=not progress)):
+        rec = reconstruct(truth, model, tokenizer, samples=samples, fit=fit, fit_seconds=fit_seconds,
+                          points=None if clouds is None else clouds[i])
+        row = {"name": None if names is None else names[i], "seconds": rec.seconds,
+               "generate_seconds": rec.generate_seconds, "greedy": score_against_truth(rec.greedy, truth),
+               "greedy_code": rec.greedy.code}
+        if truth_codes is not None:
+            row["truth_code"] = truth_codes[i]
+        if samples > 1:
+            row["best_of_k"] = score_against_truth(rec.candidates[rec.best] if rec.best is not None else None, truth)
+            row["best_source"] = None if rec.best is None else rec.candidates[rec.best].source
+        if fit:
+            row["fit"] = score_against_truth(rec.final if rec.ok else None, truth)
+            row["fit_code"] = rec.final.code
+            row["fit_evaluations"] = rec.fit_evaluations
+        rows.append(row)
+    stages = ["greedy"] + (["best_of_k"] if samples > 1 else []) + (["fit"] if fit else [])
+    result = {"samples": samples, "fit_numbers": fit, "fit_seconds": fit_seconds,
+              **{stage: summarize_stage([r[stage] for r in rows]) for stage in stages},
+              "seconds_per_shape": {"median": float(np.median([r["seconds"] for r in rows])),
+                                    "max": float(np.max([r["seconds"] for r in rows]))}}
+    if truth_codes is not None:
+        result["anatomy"] = {stage: error_anatomy([{"code": r[f"{stage}_code"], "truth_code": r["truth_code"]}
+                                                   for r in rows]) for stage in ("greedy", "fit") if stage in stages}
+    return {**result, "rows": rows}
+
+
+def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, pipeline_shapes: int | None = None,
+             samples: int = 8, fit_seconds: float = 5.0, progress: bool = True) -> dict:
+    """Held-out metrics into the log: (a) the synthetic held-out set, greedy on ``n_shapes`` (default
+    all) and the whole pipeline (best of ``samples`` + fit) on the first ``pipeline_shapes``; (b) the
+    hand-written workshop parts, the same three stages. Every program runs in the sandbox."""
+    from cadlab.cad.cadrecode import load_cadrecode
+    from cadlab.cad.sandbox import run_cadquery
+
+    model, tokenizer = load_cadrecode(model_dir)
+    test = held_out_set(progress=progress)
+    n = len(test["codes"]) if n_shapes is None else min(n_shapes, len(test["codes"]))
+    truths = [run_cadquery(code).mesh for code in test["codes"][:n]]
+    result = {"held_out_seeds": [TEST_START, TEST_START + TEST_SEEDS - 1], "torch_threads": torch.get_num_threads(),
+              "frame": "papers' frame: each solid by its own bounding box into a unit cube; Chamfer with 8192 "
+                       "surface samples each, squared distances, both directions summed, x1000"}
+    log_path = Path(model_dir) / "training_log.json"
+
+    def save_result():
+        log = json.loads(log_path.read_text()) if log_path.exists() else {}
+        log["eval"] = result
+        log_path.write_text(json.dumps(log, indent=1))
+
+    result["held_out_greedy"] = evaluate_set(model, tokenizer, truths, test["points"][:n], samples=1, fit=False,
+                                             names=test["seeds"][:n], truth_codes=test["codes"][:n], progress=progress)
+    save_result()                                # greedy results are kept even if the rest is cut short
+    m = n if pipeline_shapes is None else min(pipeline_shapes, n)
+    if m:
+        result["held_out_pipeline"] = evaluate_set(model, tokenizer, truths[:m], test["points"][:m], samples=samples,
+                                                   fit=True, fit_seconds=fit_seconds, names=test["seeds"][:m],
+                                                   truth_codes=test["codes"][:m], progress=progress)
+        save_result()
+    parts = workshop_parts()
+    if parts:
+        meshes = [run_cadquery(code).mesh for code in parts.values()]
+        result["workshop_parts"] = evaluate_set(model, tokenizer, meshes, samples=samples, fit=True,
+                                                fit_seconds=fit_seconds, names=list(parts), progress=progress)
+        save_result()
+    return result
+
+
+def print_eval(result: dict) -> None:
+    """One line per set and stage: mean IoU, median CD x1000, invalid ratio, time per shape."""
+    for set_name in ("held_out_greedy", "held_out_pipeline", "workshop_parts"):
+        if set_name not in result:
+            continue
+        r = result[set_name]
+        for stage in ("greedy", "best_of_k", "fit"):
+            if isinstance(r.get(stage), dict):
+                st = r[stage]
+                print(f"{set_name:18s} {stage:9s}: shapes {st['shapes']}, mean IoU {st['mean_iou']:.3f}, median CD "
+                      f"x1000 {st['median_cd_x1000']:.3f}, invalid {st['invalid_ratio']:.3f}")
+        print(f"{set_name:18s} seconds per shape: median {r['seconds_per_shape']['median']:.2f}, "
+              f"max {r['seconds_per_shape']['max']:.2f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cadlab train-cadrecode", description=__doc__.split("\n")[0])
+    parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out set")
+    parser.add_argument("--ablate", nargs="*", metavar="NAME", default=None,
+                        help="train the ABLATIONS (all, or the NAMEs given) from scratch for --minutes each, "
+                             "on the same --min-chunks chunks, and add the results to the shipped log")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
+    flags(parser, TrainSettings)
+    parser.add_argument("--shapes", type=int, default=None, help="--eval: held-out shapes for greedy (default all)")
+    parser.add_argument("--pipeline-shapes", type=int, default=None,
+                        help="--eval: held-out shapes for the whole pipeline (default all)")
+    parser.add_argument("--samples", type=int, default=8, help="--eval: the pool size of best-of-k (greedy + k-1 sampled)")
+    parser.add_argument("--fit-seconds", type=float, default=5.0, help="--eval: time budget of the fit per shape")
+    args = parser.parse_args(argv)
+    settings = settings_from(args, TrainSettings)
+    if args.eval:
+        torch.set_num_threads(settings.threads or 1)
+        print_eval(evaluate(args.out, n_shapes=args.shapes, pipeline_shapes=args.pipeline_shapes,
+                            samples=args.samples, fit_seconds=args.fit_seconds))
+        return 0
+    apply_threads(settings)
+    if args.ablate is not None:
+        unknown = [n for n in args.ablate if n not in ABLATIONS]
+        if unknown:
+            parser.error(f"unknown ablation {unknown}; choose from {list(ABLATIONS)}")
+        ablate(settings.minutes, args.ablate or None, chunks=settings.min_chunks)
+        return 0
+    train(args.run_dir, args.out, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,681 @@
+"""Train the course's mini Cadrille on synthetic parts, in all three modes, and evaluate it per mode.
+
+    python -m cadlab.train.cadrille --minutes 30 --threads 1    # build the data, train (resumes its run,
+                                                                # else continues from the shipped model)
+    python -m cadlab.train.cadrille --eval --shapes 60          # held-out metrics per mode into the log
+
+The model. A tiny Qwen2-VL (``cadlab.cad.cadrille.Cadrille``): its language model is the mini CAD-Recode's
+(``load_language_model``: same tokenizer plus Qwen2-VL's special tokens, same backbone shape), its point
+encoder is the mini CAD-Recode's, and its vision tower (Qwen2-VL's, a few blocks wide enough for
+268 x 268 pictures) is trained from scratch. The copy is exact on text because with text-only
+positions Qwen2-VL's mrope is 1-D RoPE: all three position rows are equal, so every one of the
+``head_dim / 2`` rotation frequencies turns by ``p * theta_j`` whichever axis (t, h, w) it belongs to,
+which is RoPE's rotation. ``check_text_mrope`` asserts it on the real models before training
+(cos/sin equal exactly, and Cadrille's logits equal CAD-Recode's on a text prompt).
+
+Data (``part_dataset``, cached in ``$CADLAB_CACHE/cadrille-data`` in files of 2,400 seeds, so that
+``--train-parts`` can grow without rebuilding; ``--build-workers 2`` builds missing files side by side):
+for each training seed, the
+normalized ``cadlab.cad.synth`` program, its solid from the sandbox, the 256-point cloud (as
+``synth.build_dataset`` samples it), the four-view picture (``cadlab.cad.render.render_views``: 268 x 268)
+and its descriptions at the four ``cadlab.cad.describe`` levels. Text rows also draw fresh programs that
+never went through the sandbox (the describer reads programs, not solids), so the text mode sees a
+new program on most steps. The held-out parts are the mini CAD-Recode's (seeds from
+``part_sets.TEST_START`` = 10,000,000, far from the training seeds 0, 1, ...), with the same point
+clouds, so the point-cloud results of the two models compare shape by shape.
+
+One optimizer step = one micro-batch per mode (``rows`` pc, img and text items), each built by
+``cadlab.cad.cadrille.collate(eval=False)`` and each loss the mean over its answer tokens; the step's
+loss is their mean, so each mode weighs the same whatever its length. (A mixed collate gives the same
+per-row losses, but pads the short text rows to the 256 extra positions of the point rows.) Text rows
+take the expert level most often (``LEVEL_WEIGHTS``). Point clouds get CAD-Recode's noise (std 0.01
+with probability 1/2). AdamW; the language model and point encoder start at a lower peak rate than the
+new vision tower; linear warm-up, then cosine over the wall-time budget (``--minutes``). bf16 autocast.
+Checkpoints every few minutes (``--checkpoint-minutes``) in the run folder; the model, tokenizer, log and
+curves go to ``cadlab/weights/mini-cadrille``.
+
+Evaluation (``evaluate``): greedy, one part at a time, for each mode through the course's one score path
+(``cadlab.cad.reconstruct.score_program``: the sandbox, ``closed_solid``) and
+``train_cadrecode.score_against_truth`` (IoU and Chamfer x1000 in the papers' frame: each solid by its
+own bounding box into [0, 1]^3, 8192 surface samples); invalid rate and seconds per reconstruction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cadlab.cad.cadrille import (
+    MINI_CADRILLE_DIR,
+    MODES,
+    Cadrille,
+    CadrilleProcessor,
+    cadrille_config,
+    collate,
+    generate_code,
+    load_language_model,
+    mini_tokenizer,
+    token_ids,
+)
+from cadlab.cad.describe import LEVELS, describe
+from cadlab.cad.reconstruct import error_anatomy
+from cadlab.paths import cache_dir
+from cadlab.train.cadrecode import score_against_truth
+from cadlab.train import loop
+from cadlab.train.loop import LoopSettings, apply_threads, flags, no_weight_decay_groups, save_curves, setting, settings_from, write_log
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+from cadlab.cad.cadrecode import load_cadrecode
+
+WEIGHTS_DIR = MINI_CADRILLE_DIR
+CACHE = cache_dir()
+RUN_DIR = CACHE / "mini-cadrille-run"
+DATA_DIR = CACHE / "cadrille-data"
+DATA_VERSION = 1                      # bump when part_dataset's contents change (part of the file name)
+FRESH_TEXT_START = 20_000_000         # seeds of the text-only programs: far from the parts and the held-out set
+EVAL_MAX_NEW_TOKENS = 400             # Cadrille's 768 is for real parts; the longest synth program is ~140 tokens here
+EVAL_MINUTES = 10.0                   # the evaluation's time budget (it stops after the part in progress)
+PART_CHUNK = 2400                     # training parts are cached in files of this many seeds
+EVAL_SHAPES = 50                      # held-out parts evaluated per mode (the validation loss uses the first val_parts)
+LEVEL_WEIGHTS = {"abstract": 1, "beginner": 1, "intermediate": 2, "expert": 6}
+NOISE_STD, NOISE_P = 0.01, 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def measure_part_seconds(seeds=range(5)) -> dict:
+    """Median seconds per part of each data stage (sandbox + normalize, point cloud, render), warm."""
+    from cadlab.cad.pointcloud import mesh_to_point_cloud
+    from cadlab.cad.render import render_views
+    from cadlab.cad.synth import normalized_program
+
+    normalized_program(0)                                  # start the sandbox worker first
+    times = {"sandbox": [], "points": [], "render": []}
+    for seed in seeds:
+        t0 = time.perf_counter()
+        code, mesh, _ = normalized_program(seed)
+        t1 = time.perf_counter()
+        if mesh is None:
+            continue
+        mesh_to_point_cloud(mesh, seed=seed)
+        t2 = time.perf_counter()
+        render_views(mesh)
+        t3 = time.perf_counter()
+        for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[key].append(dt)
+    return {key: round(float(np.median(v)), 3) for key, v in times.items()}
+
+
+def describe_all(code: str, family: str, seed: int) -> list[str]:
+    """The four levels' descriptions, the wording picked by the part's seed."""
+    return [describe(code, family, level, seed) for level in LEVELS]
+
+
+def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str = "cadrille parts") -> dict:
+    """Programs -> sandbox -> points, picture, descriptions, for ``seeds`` (``codes``/``points``: already known)."""
+    from tqdm.auto import tqdm
+
+    from cadlab.cad.pointcloud import mesh_to_point_cloud
+    from cadlab.cad.render import render_views
+    from cadlab.cad.sandbox import run_cadquery
+    from cadlab.cad.synth import generate_part, normalized_program
+
+    out = {"codes": [], "seeds": [], "families": [], "points": [], "images": [], "descriptions": [], "rejected": 0}
+    for k, seed in enumerate(tqdm(list(seeds), desc=desc, disable=not progress)):
+        if codes is None:
+            code, mesh, _ = normalized_program(int(seed))
+        else:
+            code, mesh = codes[k], run_cadquery(codes[k]).mesh
+        family = generate_part(int(seed))[0]
+        try:
+            descriptions = describe_all(code, family, int(seed)) if mesh is not None else None
+        except ValueError:                       # a program the describer cannot read: not a training part
+            descriptions = None
+        if descriptions is None:
+            out["rejected"] += 1
+            continue
+        out["codes"].append(code)
+        out["seeds"].append(int(seed))
+        out["families"].append(family)
+        out["points"].append(points[k] if points is not None else mesh_to_point_cloud(mesh, seed=int(seed)))
+        out["images"].append(np.asarray(render_views(mesh), dtype=np.uint8))
+        out["descriptions"].append(descriptions)
+    out["points"] = np.asarray(out["points"], dtype=np.float32).reshape(-1, 256, 3)
+    out["images"] = np.asarray(out["images"], dtype=np.uint8).reshape(-1, 268, 268, 3)
+    return out
+
+
+def _save(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez_compressed(partial, codes=np.array(data["codes"], dtype=str), seeds=np.array(data["seeds"]),
+                        families=np.array(data["families"], dtype=str), points=data["points"],
+                        images=data["images"], descriptions=np.array(data["descriptions"], dtype=str).reshape(-1, 4),
+                        rejected=np.array(data["rejected"]))
+    partial.replace(path)
+
+
+def _load(path: Path) -> dict:
+    z = np.load(path, allow_pickle=False)
+    return {"codes": z["codes"].tolist(), "seeds": z["seeds"].tolist(), "families": z["families"].tolist(),
+            "points": z["points"], "images": z["images"], "descriptions": z["descriptions"].tolist(),
+            "rejected": int(z["rejected"])}
+
+
+def _chunk_path(cache_dir, start: int, n: int) -> Path:
+    from cadlab.cad.synth import GENERATOR_VERSION
+
+    return Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+
+
+def _build_chunk(start: int, n: int, cache_dir, progress: bool) -> str:
+    path = _chunk_path(cache_dir, start, n)
+    if not path.exists():
+        _save(path, build_parts(range(start, start + n), progress=progress,
+                                desc=f"cadrille training parts {start:,}-{start + n - 1:,}"))
+    return str(path)
+
+
+def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int = 1) -> dict:
+    """Training parts for seeds ``0 .. n-1`` (rejected seeds dropped), built once and cached in chunks of
+    ``PART_CHUNK`` seeds, so a larger ``n`` builds only the chunks it lacks. ``workers`` > 1 builds the
+    missing chunks in that many processes (each part is a sandbox run and a render: CPU-bound)."""
+    chunks = [(start, min(PART_CHUNK, n - start)) for start in range(0, n, PART_CHUNK)]
+    missing = [c for c in chunks if not _chunk_path(cache_dir, *c).exists()]
+    if missing and workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        print(f"building {sum(k for _, k in missing):,} parts in {len(missing)} chunks, {workers} processes")
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_build_chunk, *zip(*missing), [cache_dir] * len(missing), [False] * len(missing)))
+    parts = [_load(Path(_build_chunk(start, k, cache_dir, progress))) for start, k in chunks]
+    if len(parts) == 1:
+        return parts[0]
+    return {"codes": sum((p["codes"] for p in parts), []), "seeds": sum((p["seeds"] for p in parts), []),
+            "families": sum((p["families"] for p in parts), []),
+            "points": np.concatenate([p["points"] for p in parts]),
+            "images": np.concatenate([p["images"] for p in parts]),
+            "descriptions": sum((p["descriptions"] for p in parts), []),
+            "rejected": sum(p["rejected"] for p in parts)}
+
+
+def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True) -> dict:
+    """The first ``n`` held-out shapes of the mini CAD-Recode (same programs, same point clouds), rendered
+    and described."""
+    from cadlab.cad.part_sets import held_out_set
+    from cadlab.cad.synth import GENERATOR_VERSION
+
+    path = Path(cache_dir) / f"heldout_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+    if path.exists():
+        return _load(path)
+    test = held_out_set(progress=progress)
+    n = min(n, len(test["codes"]))
+    data = build_parts(test["seeds"][:n], codes=test["codes"][:n], points=test["points"][:n], progress=progress,
+                       desc="cadrille held-out parts")
+    _save(path, data)
+    return data
+
+
+def fresh_text_item(seed: int, rng: random.Random) -> dict:
+    """A text row from a program that never ran: any family but the random unions (whose raw programs
+    are not in the normalized frame until the sandbox has measured them)."""
+    from cadlab.cad.synth import FAMILIES, generate_part
+
+    family = rng.choice([f for f in FAMILIES if f != "union"])
+    name, code = generate_part(seed, family)
+    return {"description": describe(code, name, _level(rng), seed), "answer": code}
+
+
+def _level(rng: random.Random) -> str:
+    return rng.choices(LEVELS, weights=[LEVEL_WEIGHTS[level] for level in LEVELS])[0]
+
+
+def make_items(data: dict, index, mode: str, rng: random.Random, noise: bool = True) -> list[dict]:
+    """Training items of ``mode`` for the parts ``index`` (each with its program as the answer)."""
+    from PIL import Image
+
+    items = []
+    for i in index:
+        if mode == "pc":
+            cloud = np.asarray(data["points"][i], dtype=np.float32)
+            if noise and rng.random() < NOISE_P:
+                cloud = cloud + np.asarray([rng.gauss(0, NOISE_STD) for _ in range(cloud.size)],
+                                           dtype=np.float32).reshape(cloud.shape)
+            items.append({"point_cloud": cloud, "answer": data["codes"][i]})
+        elif mode == "img":
+            items.append({"video": [Image.fromarray(np.asarray(data["images"][i]))], "answer": data["codes"][i]})
+        else:
+            level = LEVELS.index(_level(rng))
+            items.append({"description": data["descriptions"][i][level], "answer": data["codes"][i]})
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class VisionSettings:
+    depth: int = 4
+    embed_dim: int = 128
+    heads: int = 4
+
+
+def new_model(lm, tokenizer, vision: VisionSettings = VisionSettings(), seed: int = 0) -> Cadrille:
+    """A Cadrille whose language model and point encoder are ``lm``'s (a mini CAD-Recode), vision tower new."""
+    c = lm.config
+    config = cadrille_config(len(tokenizer), token_ids(tokenizer), hidden_size=c.hidden_size,
+                             layers=c.num_hidden_layers, heads=c.num_attention_heads, kv_heads=c.num_key_value_heads,
+                             intermediate_size=c.intermediate_size, vision_depth=vision.depth,
+                             vision_embed_dim=vision.embed_dim, vision_heads=vision.heads,
+                             rope_theta=c.rope_parameters["rope_theta"],
+                             max_position_embeddings=max(c.max_position_embeddings, 1024),
+                             rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=c.tie_word_embeddings)
+    torch.manual_seed(seed)
+    model = Cadrille(config)
+    load_language_model(model, lm)
+    return model
+
+
+@functools.lru_cache(maxsize=4)
+def describer_words(programs: int = 600, min_count: int = 3) -> list[str]:
+    """The describer's English words, as tokens the code BPE lacks.
+
+    The mini CAD-Recode's BPE learned its merges from programs only, so it spells English nearly letter
+    by letter (an expert description of 444 characters is ~350 tokens; its program is ~50). This list is
+    every word of the descriptions of ``programs`` parts (seeds from ``FRESH_TEXT_START``, all families
+    but the unions, all four levels), with its leading space (or as the first word of a description),
+    seen at least ``min_count`` times and never a substring of any of those programs, so the code's own
+    tokens are untouched. Most frequent first (ties alphabetical): a pure function of its arguments."""
+    import re
+    from collections import Counter
+
+    from cadlab.cad.synth import FAMILIES, generate_part
+
+    families = [f for f in FAMILIES if f != "union"]
+    counts, codes = Counter(), []
+    for k in range(programs):
+        name, code = generate_part(FRESH_TEXT_START + k, families[k % len(families)])
+        codes.append(code)
+        for level in LEVELS:
+            counts.update(re.findall(r"(?:^| )[A-Za-z]{2,}", describe(code, name, level, k)))
+    corpus = "\n".join(codes)
+    return [w for w, c in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])) if c >= min_count and w not in corpus]
+
+
+@torch.no_grad()
+def add_word_tokens(model: Cadrille, tokenizer, words):
+    """A copy of ``tokenizer`` with ``words`` (those it lacks) as whole tokens, appended after its last
+    id, and ``model``'s embedding (and output) rows grown to match, in place. Each new row starts as the
+    mean of the rows of the pieces the old tokenizer split the word into, so a word means at first what
+    its letters meant together. Returns the new tokenizer."""
+    import copy
+
+    new = list(dict.fromkeys(w for w in words if w not in tokenizer.get_vocab()))
+    pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in new]
+    extended = copy.deepcopy(tokenizer)
+    extended.add_tokens(new)
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(extended), mean_resizing=False)
+    ids = [extended.convert_tokens_to_ids(w) for w in new]
+    assert ids == list(range(old, old + len(new))), "the new words must take the ids after the old vocabulary"
+    matrices = [model.get_input_embeddings().weight]
+    if not model.config.tie_word_embeddings:
+        matrices.append(model.get_output_embeddings().weight)
+    for weight in matrices:
+        for i, piece in zip(ids, pieces):
+            weight[i] = weight[piece].mean(0)
+    return extended
+
+
+@torch.no_grad()
+def check_text_mrope(cadrille: Cadrille, lm, processor: CadrilleProcessor) -> dict:
+    """Assert that with text-only positions mrope is 1-D RoPE, and so that the copied language model computes
+    what ``lm`` did on text: cos/sin equal exactly, and the logits on a text prompt agree. Returns the diffs."""
+    positions = torch.arange(512)[None]
+    probe = torch.zeros(1, dtype=torch.float32)
+    cos3, sin3 = cadrille.model.language_model.rotary_emb(probe, positions[None].expand(3, -1, -1))
+    cos1, sin1 = lm.model.rotary_emb(probe, positions)
+    rope = max(float((cos3 - cos1).abs().max()), float((sin3 - sin1).abs().max()))
+    assert rope == 0.0, f"text-only mrope differs from 1-D RoPE by {rope}"
+    ids = collate([{"description": "a disc of radius 100 with a centre hole"}], processor)["input_ids"]
+    ids = ids[:, ids[0] < lm.config.vocab_size]          # tokens the source vocabulary has
+    was = cadrille.training, lm.training
+    cadrille.eval(), lm.eval()
+    ours = cadrille(input_ids=ids).logits[..., :lm.config.vocab_size]
+    theirs = lm(input_ids=ids).logits
+    cadrille.train(was[0]), lm.train(was[1])
+    logits = float((ours - theirs).abs().max())
+    assert logits < 1e-4, f"Cadrille with the copied language model differs from it on text by {logits}"
+    return {"rope_cos_sin_max_diff": rope, "text_logits_max_diff": logits}
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TrainSettings(LoopSettings):
+    """Everything a mini Cadrille run depends on (the loop's settings, and these)."""
+    minutes: float = setting(30.0, "wall-clock budget of this run, in minutes")
+    lr: float = setting(1e-3, "peak learning rate of the language model and the point encoder (pretrained)")
+    vision_lr: float = setting(2e-3, "peak learning rate of the vision tower (new)")
+    checkpoint_minutes: float = setting(4.0, "minutes between checkpoints (held-out loss, run state, model)")
+    rows: dict = setting({"pc": 6, "img": 4, "text": 10}, "rows per mode in each step")
+    fresh_text: float = setting(0.5, "share of text rows drawn from never-run programs")
+    train_parts: int = setting(600, "training seeds to build")
+    build_workers: int = setting(1, f"processes that build missing training parts (cached in chunks of {PART_CHUNK})")
+    val_parts: int = setting(16, "held-out parts for the per-mode validation loss")
+    word_tokens: bool = setting(True, "give the describer's English words whole tokens")
+    vision: VisionSettings = field(default_factory=VisionSettings)
+
+
+def mode_loss(model: Cadrille, processor: CadrilleProcessor, items: list[dict]):
+    """The mean answer-token cross-entropy of one batch of ``items`` (one mode)."""
+    device = next(model.parameters()).device
+    batch = collate(items, processor, eval=False)
+    return model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}).loss
+
+
+@torch.no_grad()
+def val_losses(model: Cadrille, processor: CadrilleProcessor, val: dict, batch: int = 8) -> dict:
+    """Per-mode held-out loss (fp32, no noise, expert descriptions for text)."""
+    was = model.training
+    model.eval()
+    out = {}
+    for mode in MODES:
+        losses, counts = [], []
+        for s in range(0, len(val["codes"]), batch):
+            index = range(s, min(s + batch, len(val["codes"])))
+            if mode == "text":
+                items = [{"description": val["descriptions"][i][LEVELS.index("expert")], "answer": val["codes"][i]}
+                         for i in index]
+            else:
+                items = make_items(val, index, mode, random.Random(0), noise=False)
+            losses.append(float(mode_loss(model, processor, items)) * len(items))
+            counts.append(len(items))
+        out[mode] = round(sum(losses) / sum(counts), 5)
+    model.train(was)
+    return out
+
+
+class CadrilleRecipe:
+    """The mini Cadrille for ``cadlab.train.loop``: each step has a batch of every mode (``rows``), each
+    mode's loss back-propagated with weight 1 / (number of modes). The parts of step ``s`` are drawn by
+    a generator seeded by ``s``, so a resumed run sees what an uninterrupted one would have seen."""
+    name = "mini Cadrille"
+
+    def __init__(self, settings: TrainSettings, data: dict, val: dict, lm=None, tokenizer=None):
+        self.settings, self.data, self.val = settings, data, val
+        self.lm, self.tokenizer = lm, tokenizer
+        self.extra = {}
+
+    def can_continue(self, folder: Path) -> bool:
+        return (Path(folder) / "model.safetensors").exists() and (Path(folder) / "config.json").exists()
+
+    def load_model(self, folder: Path) -> Cadrille:
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+        return self._with_words(Cadrille.from_pretrained(folder))
+
+    def new_model(self) -> Cadrille:
+        """Language model and point encoder from the mini CAD-Recode, a new vision tower; first the proof
+        that with text-only positions mrope is the language model's 1-D RoPE."""
+        if self.lm is None:
+            self.lm, base = load_cadrecode()
+            self.tokenizer = mini_tokenizer(base)
+        model = new_model(self.lm, self.tokenizer, self.settings.vision, seed=self.settings.seed)
+        proof = check_text_mrope(model, self.lm, CadrilleProcessor(self.tokenizer))
+        print(f"text-only mrope == 1-D RoPE: {proof}")
+        self.extra["text_mrope_equals_rope"] = proof
+        return self._with_words(model)
+
+    def _with_words(self, model: Cadrille) -> Cadrille:
+        if self.settings.word_tokens:
+            missing = [w for w in describer_words() if w not in self.tokenizer.get_vocab()]
+            if missing:
+                self.tokenizer = add_word_tokens(model, self.tokenizer, missing)
+                self.extra["word_tokens_added"] = len(missing)
+                print(f"{len(missing)} word tokens added (vocabulary {len(self.tokenizer)}): {missing[:8]} ...")
+        self.processor = CadrilleProcessor(self.tokenizer)
+        return model
+
+    def optimizer(self, model) -> torch.optim.Optimizer:
+        s = self.settings
+        vision = [(n, p) for n, p in model.named_parameters() if n.startswith("model.visual.")]
+        rest = [(n, p) for n, p in model.named_parameters() if not n.startswith("model.visual.")]
+        groups = no_weight_decay_groups(rest, s.lr, 0.05) + no_weight_decay_groups(vision, s.vision_lr, 0.05)
+        return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.98))
+
+    def config(self, model) -> dict:
+        return dict(params=sum(p.numel() for p in model.parameters()),
+                    vision_params=sum(p.numel() for p in model.model.visual.parameters()),
+                    hidden_size=model.config.text_config.hidden_size,
+                    layers=model.config.text_config.num_hidden_layers, vocab_size=len(self.tokenizer),
+                    vision=asdict(self.settings.vision), train_parts=len(self.data["codes"]), **self.extra)
+
+    def step(self, model, step: int) -> dict:
+        s = self.settings
+        rng = random.Random(s.seed * 1_000_003 + step)
+        modes = [m for m in MODES if s.rows.get(m, 0)]
+        n_parts = len(self.data["codes"])
+        losses = {}
+        for mode in modes:
+            k = s.rows[mode]
+            index = [rng.randrange(n_parts) for _ in range(k)]
+            items = make_items(self.data, index, mode, rng)
+            if mode == "text":
+                fresh = sum(rng.random() < s.fresh_text for _ in range(k))
+                for j in range(fresh):
+                    try:
+                        items[j] = fresh_text_item(FRESH_TEXT_START + step * k + j, rng)
+                    except ValueError:           # never seen in 4,000 seeds; a pool item stands in
+                        pass
+            loss = mode_loss(model, self.processor, items)
+            (loss / len(modes)).backward()
+            losses[mode] = round(loss.item(), 5)
+        return {"loss": round(float(np.mean(list(losses.values()))), 5), **losses}
+
+    def held_out(self, model) -> dict:
+        return val_losses(model, self.processor, self.val)
+
+    def save(self, model, folder: Path, log: dict, shipped: bool) -> None:
+        """Model (fp32 safetensors), config, generation config and tokenizer; shipped, the log and curves too."""
+        model.generation_config.pad_token_id = self.tokenizer.pad_token_id
+        model.generation_config.eos_token_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        model.generation_config.do_sample = False
+        model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        if shipped:
+            write_log(log, folder)
+            save_curves(draw_curves, log, Path(folder) / "loss_curves.png")
+
+
+def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
+          data: dict | None = None, val: dict | None = None, lm=None, tokenizer=None, progress: bool = True) -> dict:
+    """Train (or resume) the mini Cadrille with ``cadlab.train.loop``; returns the log. ``data``, ``val``,
+    ``lm`` and ``tokenizer`` override the cached parts, the held-out parts and the shipped mini
+    CAD-Recode (tests)."""
+    hf_logging.disable_progress_bar()         # no "Writing model shards" bars at every checkpoint
+    settings = settings or TrainSettings()
+    built = {}
+    if data is None:
+        built["seconds_per_part"] = measure_part_seconds()
+        print(f"data: seconds per part {built['seconds_per_part']}")
+        t0 = time.time()
+        data = part_dataset(settings.train_parts, progress=progress, workers=settings.build_workers)
+        built["build_seconds"] = round(time.time() - t0, 1)
+    if val is None:
+        val = held_out_parts(max(settings.val_parts, EVAL_SHAPES), progress=progress)
+    val = {k: (v[:settings.val_parts] if k != "rejected" else v) for k, v in val.items()}
+    recipe = CadrilleRecipe(settings, data, val, lm=lm, tokenizer=tokenizer)
+    recipe.extra.update(built)
+    return loop.train(recipe, run_dir, out_dir, settings, progress=progress)
+
+
+def draw_curves(ax, log: dict) -> None:
+    """Per-mode training loss (smoothed) and held-out loss against steps, log scale."""
+    colours = {"pc": "C0", "img": "C1", "text": "C2"}
+    train = log.get("train", [])
+    for mode in MODES:
+        rows = [r for r in train if mode in r]
+        if rows:
+            steps, losses = [r["step"] for r in rows], [r[mode] for r in rows]
+            k = max(1, len(losses) // 30)
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, lw=1.2, color=colours[mode], label=f"{mode} train (mean of {k})")
+        val = [r for r in log.get("val", []) if mode in r]
+        if val:
+            ax.plot([r["step"] for r in val], [r[mode] for r in val], "o--", ms=3, color=colours[mode],
+                    label=f"{mode} held-out")
+    ax.set_yscale("log")
+    for k, run in enumerate(log.get("runs", []), start=1):           # where each run began, and on how many seeds
+        ax.axvline(run["started_at_step"], color="0.6", lw=0.7, ls=":")
+        ax.annotate(f"run {k}\n{run['settings']['train_parts']:,} seeds", (run["started_at_step"], 1.0 if k % 2 else 0.9),
+                    xycoords=("data", "axes fraction"), xytext=(2, -2), textcoords="offset points",
+                    va="top", fontsize=6, color="0.35")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy per answer token")
+    ax.set_title("mini Cadrille")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+def held_out_items(parts: dict, i: int) -> dict:
+    """Part ``i`` of the held-out parts in each mode (text: the expert description)."""
+    from PIL import Image
+
+    return {"pc": {"point_cloud": np.asarray(parts["points"][i], dtype=np.float32)},
+            "img": {"video": [Image.fromarray(np.asarray(parts["images"][i]))]},
+            "text": {"description": parts["descriptions"][i][LEVELS.index("expert")]}}
+
+
+def _mode_summary(rows: list[dict]) -> dict:
+    from cadlab.train.cadrecode import summarize_stage
+
+    summary = summarize_stage([r["score"] for r in rows])
+    summary["seconds_per_reconstruction"] = {"median": float(np.median([r["seconds"] for r in rows])),
+                                             "max": float(np.max([r["seconds"] for r in rows]))}
+    by_family = {}
+    for r in rows:
+        by_family.setdefault(r["family"], []).append(r["score"]["iou"] if r["score"] else 0.0)
+    summary["iou_invalid_as_0_by_family"] = {f: round(float(np.mean(v)), 3) for f, v in sorted(by_family.items())}
+    return {**summary, "rows": rows}
+
+
+def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
+             minutes: float | None = EVAL_MINUTES, progress: bool = True, write: bool = True) -> dict:
+    """Greedy held-out metrics per mode (see the module docstring), written into the log's ``eval``.
+
+    Parts are taken in order and each part goes through every mode before the next, so a run stopped by its
+    time budget (``minutes``) has scored the same parts in every mode; the log is rewritten after each part."""
+    from tqdm.auto import tqdm
+
+    from cadlab.cad.cadrille import load_cadrille
+    from cadlab.cad.part_sets import TEST_START
+    from cadlab.cad.reconstruct import score_program
+    from cadlab.cad.sandbox import run_cadquery
+
+    began = time.time()
+    model, processor = load_cadrille(model_dir)
+    parts = held_out_parts(n_shapes, progress=progress)
+    result = {"shapes_asked": len(parts["codes"]), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
+              "max_new_tokens": max_new_tokens, "torch_threads": torch.get_num_threads(), "text_level": "expert",
+              "frame": "papers' frame: each solid by its own bounding box into [0,1]^3; Chamfer: 8192 surface "
+                       "samples each, squared distances, both directions, x1000"}
+    log_path = Path(model_dir) / "training_log.json"
+    rows = {mode: [] for mode in modes}
+    for i in tqdm(range(len(parts["codes"])), desc="evaluate (every mode per part)", disable=not progress):
+        if minutes is not None and time.time() - began > minutes * 60:
+            result["stopped_by_time_budget_minutes"] = minutes
+            break
+        truth = run_cadquery(parts["codes"][i]).mesh
+        for mode in modes:
+            start = time.perf_counter()
+            code = generate_code(model, processor, [held_out_items(parts, i)[mode]], max_new_tokens=max_new_tokens)[0]
+            generated = time.perf_counter()
+            candidate = score_program(code, parts["points"][i], mode)
+            score = score_against_truth(candidate, truth)
+            rows[mode].append({"seed": parts["seeds"][i], "family": parts["families"][i], "score": score,
+                               "generate_seconds": round(generated - start, 3),
+                               "seconds": round(time.perf_counter() - start, 3), "code": code,
+                               "truth_code": parts["codes"][i]})
+        result["shapes"] = i + 1
+        for mode in modes:
+            result[mode] = _mode_summary(rows[mode])
+            result[mode]["anatomy"] = error_anatomy(rows[mode])
+        result["mini_cadrecode_same_shapes"] = cadrecode_baseline(parts["seeds"][:i + 1])
+        if write and log_path.exists():
+            log = json.loads(log_path.read_text())
+            log["eval"] = result
+            log_path.write_text(json.dumps(log, indent=1))
+    return result
+
+
+def cadrecode_baseline(seeds) -> dict | None:
+    """The mini CAD-Recode's greedy held-out results on the same shapes, read from its shipped log."""
+    from cadlab.cad.cadrecode import MINI_MODEL_DIR
+    from cadlab.train.cadrecode import summarize_stage
+
+    path = MINI_MODEL_DIR / "training_log.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text()).get("eval", {}).get("held_out_greedy", {}).get("rows", [])
+    by_seed = {r["name"]: r["greedy"] for r in rows}
+    if not all(s in by_seed for s in seeds):
+        return None
+    return summarize_stage([by_seed[s] for s in seeds])
+
+
+def print_eval(result: dict) -> None:
+    for mode in MODES:
+        if isinstance(result.get(mode), dict):
+            r = result[mode]
+            iou = "n/a" if r["mean_iou"] is None else f"{r['mean_iou']:.3f}"
+            cd = "n/a" if r["median_cd_x1000"] is None else f"{r['median_cd_x1000']:.3f}"
+            print(f"{mode:5s}: shapes {r['shapes']}, mean IoU {iou} (invalid as 0: {r['mean_iou_invalid_as_0']:.3f}), "
+                  f"median CD x1000 {cd}, invalid {r['invalid_ratio']:.3f}, "
+                  f"{r['seconds_per_reconstruction']['median']:.2f} s per reconstruction")
+    if result.get("mini_cadrecode_same_shapes"):
+        b = result["mini_cadrecode_same_shapes"]
+        print(f"mini CAD-Recode, same shapes: mean IoU {b['mean_iou']:.3f} (invalid as 0: "
+              f"{b['mean_iou_invalid_as_0']:.3f}), median CD x1000 {b['median_cd_x1000']:.3f}, "
+              f"invalid {b['invalid_ratio']:.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cadlab train-cadrille", description=__doc__.split("\n")[0])
+    parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out parts")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
+    flags(parser, TrainSettings)
+    parser.add_argument("--shapes", type=int, default=EVAL_SHAPES, help="--eval: held-out parts per mode")
+    parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")
+    parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="--eval: longest program")
+    parser.add_argument("--eval-minutes", type=float, default=EVAL_MINUTES, help="--eval: time budget")
+    args = parser.parse_args(argv)
+    settings = settings_from(args, TrainSettings)
+    if args.eval:
+        torch.set_num_threads(settings.threads or 1)
+        print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m],
+                            max_new_tokens=args.max_new_tokens, minutes=args.eval_minutes))
+        return 0
+    if set(settings.rows) - set(MODES):
+        parser.error(f"--rows names unknown modes {sorted(set(settings.rows) - set(MODES))}")
+    apply_threads(settings)
+    train(args.run_dir, args.out, settings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""The course's one training loop. Every shipped model is trained by it, through a short recipe.
+
+A recipe (``cadlab.train.babygpt``, ``.cadrecode``, ``.cadrille``, ``.autocomplete``) says what is
+particular to its model; the loop does what is the same for all of them::
+
+    model     = the run's last checkpoint | the shipped model | a new model      (resume rule below)
+    optimizer = recipe.optimizer(model)           (AdamW; each parameter group carries its peak lr)
+    repeat until the budget (minutes of wall clock, or a number of steps) is spent:
+        lr      = schedule(budget used, run step) (linear warm-up, then cosine down to floor x peak)
+        metrics = recipe.step(model, step)        (forward and backward of one batch, under autocast)
+        clip the gradient norm to 1, optimizer step, zero the gradients
+        every few minutes and at the end: recipe.held_out(model), save the run state and the model
+
+The recipe's interface, plain methods on a plain class:
+
+    name                          a few words for the progress bar
+    new_model()                   the model when training starts from scratch
+    load_model(folder)            the model saved in ``folder`` (a run's or the shipped one)
+    can_continue(folder)          whether ``folder`` holds a model this recipe can continue
+    optimizer(model)              a ``torch.optim`` optimizer whose groups carry ``"peak"`` (their lr)
+    step(model, step)             forward + backward of the batch of global step ``step``; a dict of
+                                  numbers to log, with ``"loss"`` among them
+    held_out(model)               a dict of held-out numbers (losses), logged at each checkpoint
+    save(model, folder, log, shipped)   the weights (and, shipped, the log and curves) into ``folder``
+    position                      (optional) a JSON-able dict the loop saves and restores with the
+                                  run: where the recipe is in its data, when that is not a function
+                                  of the step alone
+
+Resume rule. ``run_dir/state.pt`` holds a run's step, optimizer, random-number state, log and the
+recipe's position. If it exists, training continues that run exactly: a run stopped at step N and
+resumed gives the same losses and weights as one never stopped. If the run had finished (its
+budget spent), the same command starts a *new* run from its weights and optimizer. With no run
+state, a new run starts from the shipped model in ``out_dir`` (``from_shipped``, a fresh optimizer),
+else from scratch. ``log["runs"]`` lists every run (steps, seconds, settings, threads) and
+``log["total_seconds"]`` adds them up, so a model's training time adds up across machines.
+
+Schedule. With peak lr ``p``, warm-up ``w`` steps of *this run* (a new run has a fresh optimizer,
+and warms up again) and ``x`` the fraction of the budget spent (steps, or seconds of wall clock)::
+
+    lr = p * (s + 1) / w                                  for run step s < w
+    lr = p * (floor + (1 - floor) * (1 + cos(pi x)) / 2)  after
+
+Precision. ``bf16`` runs the forward and backward passes under ``torch.autocast`` in bfloat16, while
+weights, gradients and the optimizer's state stay float32: the saved model is an ordinary float32 one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+LOG_KEYS = ("train", "val", "runs", "config", "total_seconds")   # what the loop writes; other keys are kept
+
+
+def setting(default, help: str):
+    """A settings field with its command-line help (``flags`` reads it)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class LoopSettings:
+    """What every run depends on; a recipe's settings add their own fields to these."""
+    minutes: float = setting(30.0, "wall-clock budget of this run, in minutes")
+    max_steps: int | None = setting(None, "a step budget instead of --minutes")
+    stop_after_steps: int | None = setting(None, "stop this process after that many steps, the run left resumable")
+    lr: float = setting(1e-3, "peak learning rate")
+    warmup: int = setting(30, "linear warm-up over this many steps of the run")
+    lr_floor: float = setting(0.05, "the cosine ends at this fraction of the peak")
+    checkpoint_minutes: float = setting(5.0, "minutes between checkpoints (held-out loss, run state, model)")
+    checkpoint_every: int | None = setting(None, "steps between checkpoints, instead of --checkpoint-minutes")
+    bf16: bool = setting(True, "forward and backward under bf16 autocast (weights stay float32)")
+    from_shipped: bool = setting(True, "with no run state, continue from the shipped model (else from scratch)")
+    seed: int = setting(0, "seed of the data order, the noise and a new model's weights")
+    device: str = setting("cpu", "cpu, cuda or mps")
+    threads: int | None = setting(None, "torch CPU threads (default: torch's choice)")
+
+
+# --------------------------------------------------------------------------------------------
+# Command-line flags from a settings dataclass, and back
+# --------------------------------------------------------------------------------------------
+def _flag_type(annotation: str):
+    """The argparse type of a field annotated ``int``, ``float | None``, ``str``... (``bool`` and
+    ``dict`` are handled by ``flags``)."""
+    base = annotation.replace(" | None", "").strip()
+    return {"int": int, "float": float, "str": str}[base]
+
+
+def flags(parser: argparse.ArgumentParser, settings_class, defaults=None) -> None:
+    """One ``--flag`` per field of ``settings_class`` (``--max-steps`` for ``max_steps``), its help
+    from the field, its default from ``defaults`` (an instance) or the class. Booleans get
+    ``--flag/--no-flag``; a dict field takes ``key=number,key=number``."""
+    defaults = defaults or settings_class()
+    for f in dataclasses.fields(settings_class):
+        if not f.init or "help" not in f.metadata:
+            continue
+        name = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if annotation == "bool":
+            parser.add_argument(name, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+        elif annotation == "dict":
+            parser.add_argument(name, type=_key_numbers, default=default, metavar="KEY=N,...", help=help_text)
+        else:
+            parser.add_argument(name, type=_flag_type(annotation), default=default, help=help_text)
+
+
+def _key_numbers(text: str) -> dict:
+    try:
+        pairs = [item.split("=") for item in text.split(",") if item]
+        return {key.strip(): int(value) for key, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=N,KEY=N (e.g. pc=6,img=4,text=10), got {text!r}") from None
+
+
+def settings_from(args: argparse.Namespace, settings_class):
+    """The settings dataclass from parsed flags (the inverse of ``flags``)."""
+    names = {f.name for f in dataclasses.fields(settings_class) if f.init}
+    return settings_class(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def apply_threads(settings: LoopSettings) -> None:
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+
+
+# --------------------------------------------------------------------------------------------
+# The schedule
+# --------------------------------------------------------------------------------------------
+def learning_rate(done: float, total: float, step: int, peak: float, warmup: int, floor: float = 0.05) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``peak`` to ``floor * peak`` as ``done``
+    (seconds or steps of the budget) goes from 0 to ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    done = min(max(done, 0.0), total)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * done / total)))
+
+
+# --------------------------------------------------------------------------------------------
+# The log
+# --------------------------------------------------------------------------------------------
+def write_log(log: dict, folder: Path, name: str = "training_log.json") -> None:
+    """``folder/name``; keys that others wrote there (an evaluation, a memory table) are kept."""
+    path = Path(folder) / name
+    if path.exists():
+        on_disk = json.loads(path.read_text())
+        log = {**{k: v for k, v in on_disk.items() if k not in LOG_KEYS and k not in log}, **log}
+    path.write_text(json.dumps(log, indent=1))
+
+
+def save_curves(draw, log: dict, path: Path, size=(7, 4)) -> None:
+    """``draw(ax, log)`` into a PNG (a bare matplotlib ``Figure``: no pyplot, no display needed)."""
+    from matplotlib.figure import Figure  # deferred: matplotlib is needed only when curves are saved
+
+    fig = Figure(figsize=size)
+    draw(fig.subplots(), log)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def shipped_log(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / "training_log.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+def _start(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSettings):
+    """(model, state): the run to continue, or a new one (see the module's resume rule)."""
+    state_path = None if run_dir is None else run_dir / "state.pt"
+    if state_path is not None and state_path.exists() and recipe.can_continue(run_dir):
+        model = recipe.load_model(run_dir)
+        state = torch.load(state_path, weights_only=True)     # tensors and plain containers only: no code
+        print(f"resuming the run in {run_dir} at step {state['step']}")
+        return model, state
+    if settings.from_shipped and out_dir is not None and recipe.can_continue(out_dir) and shipped_log(out_dir):
+        model = recipe.load_model(out_dir)
+        log = {k: v for k, v in shipped_log(out_dir).items() if k in LOG_KEYS}
+        log.setdefault("runs", [])
+        step = log["train"][-1]["step"] if log.get("train") else 0
+        print(f"starting from the shipped model in {out_dir} (step {step}; a fresh optimizer)")
+        return model, {"step": step, "finished": True, "log": log}
+    model = recipe.new_model()
+    return model, {"step": 0, "finished": True, "log": {"train": [], "val": [], "runs": [], "config": {}}}
+
+
+def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSettings, progress: bool = True) -> dict:
+    """Train ``recipe``'s model under ``settings``; returns the log. ``run_dir`` keeps the resumable
+    run state (None: no checkpoints, nothing resumable); ``out_dir`` receives the model at every
+    checkpoint (None: the model is only returned in ``recipe.model``)."""
+    run_dir = None if run_dir is None else Path(run_dir)
+    out_dir = None if out_dir is None else Path(out_dir)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(settings.device)
+    torch.manual_seed(settings.seed)
+    model, state = _start(recipe, run_dir, out_dir, settings)
+    model.to(device)
+    recipe.model, recipe.device = model, device
+    log = state["log"]
+    if state.pop("finished"):                   # a new run: register it
+        log["runs"].append({"started_at_step": state["step"], "seconds": 0.0, "steps": 0,
+                            "settings": asdict(settings), "torch_threads": torch.get_num_threads()})
+    run = log["runs"][-1]
+    optimizer = recipe.optimizer(model)
+    for group in optimizer.param_groups:
+        group.setdefault("peak", settings.lr)    # a group without its own peak lr takes the settings'
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if "rng" in state:
+        torch.set_rng_state(state["rng"])
+    if "position" in state:
+        recipe.position = state["position"]
+    log["config"].update(getattr(recipe, "config", lambda m: {})(model))
+    seconds_before = sum(r["seconds"] for r in log["runs"]) - run["seconds"]
+    started, run_seconds_at_start = time.perf_counter(), run["seconds"]
+
+    def run_seconds() -> float:
+        return run_seconds_at_start + time.perf_counter() - started
+
+    def budget() -> tuple[float, float]:
+        """(used, total) of this run's budget: steps, or seconds of wall clock."""
+        if settings.max_steps is not None:
+            return run["steps"], settings.max_steps
+        return run_seconds(), settings.minutes * 60.0
+
+    def held_out() -> dict:
+        """The recipe's held-out numbers, leaving the random-number state as it was (an evaluation
+        never changes what training draws next, so checkpoints do not change the run)."""
+        rng = torch.get_rng_state()
+        numbers = recipe.held_out(model)
+        torch.set_rng_state(rng)
+        return numbers
+
+    def checkpoint(finished: bool) -> None:
+        log["val"].append({"step": state["step"], "seconds": round(seconds_before + run_seconds(), 1), **held_out()})
+        run["seconds"] = round(run_seconds(), 1)
+        log["total_seconds"] = round(sum(r["seconds"] for r in log["runs"]), 1)
+        if run_dir is not None:
+            recipe.save(model, run_dir, log, shipped=False)
+            saved = {"step": state["step"], "finished": finished, "optimizer": optimizer.state_dict(),
+                     "rng": torch.get_rng_state(), "log": log}
+            if hasattr(recipe, "position"):
+                saved["position"] = recipe.position
+            torch.save(saved, run_dir / "state.pt")
+        if out_dir is not None:
+            recipe.save(model, out_dir, log, shipped=True)
+
+    if not log["val"]:                          # a new model: its held-out numbers before any step
+        log["val"].append({"step": state["step"], "seconds": 0.0, **held_out()})
+    model.train()
+    bar = tqdm(total=settings.max_steps, desc=f"train {recipe.name}", disable=not progress)
+    last_checkpoint, steps_here = time.perf_counter(), 0
+    while True:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(*budget(), run["steps"], group["peak"], settings.warmup, settings.lr_floor)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.bf16):
+            metrics = recipe.step(model, state["step"])
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        run["steps"] += 1
+        steps_here += 1
+        log["train"].append({"step": state["step"], **metrics, "lr": optimizer.param_groups[0]["lr"],
+                             "seconds": round(seconds_before + run_seconds(), 1)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", s=f"{time.perf_counter() - t0:.2f}")
+        used, total = budget()
+        done = used >= total
+        stop = settings.stop_after_steps is not None and steps_here >= settings.stop_after_steps
+        due = (state["step"] % settings.checkpoint_every == 0 if settings.checkpoint_every else
+               time.perf_counter() - last_checkpoint > settings.checkpoint_minutes * 60)
+        if done or stop or due:
+            checkpoint(finished=done)
+            last_checkpoint = time.perf_counter()
+        if done or stop:
+            break
+    bar.close()
+    return log
+
+
+def no_weight_decay_groups(named_parameters, peak: float, weight_decay: float) -> list[dict]:
+    """AdamW groups: matrices decay, vectors (norms, biases) do not; both with peak lr ``peak``."""
+    named = list(named_parameters)
+    return [{"params": [p for _, p in named if p.ndim >= 2], "weight_decay": weight_decay, "peak": peak},
+            {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0, "peak": peak}]
+
