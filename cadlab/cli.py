@@ -4,14 +4,14 @@
     cadlab iterative-generate --prompt "..." [--method jacobi] ...       (notebook 05)
     cadlab bench decode [--new-tokens N] [--runs R]                      (notebook 03)
     cadlab babygpt [--max-new-tokens N] [--temperature T]                (notebook 04)
-    cadlab train-babygpt [--steps N] ...                                 (notebook 04)
+    cadlab train-babygpt [--max-steps N] ...                             (notebook 04)
     cadlab train-cadrecode [--minutes M] ... | --eval                    (notebook 07)
     cadlab train-autocomplete [--minutes M] ... | --eval                 (notebook 09)
     cadlab train-cadrille [--minutes M] ... | --eval                     (notebook 08)
 
 Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
-``python -m cadlab.lm.bench decode`` do the same thing. Flags are dashed (``--max-new-tokens``);
-where a published script used underscores (the iterative-generation seed's ``--max_new_tokens``,
+``python -m cadlab.lm.bench decode`` do the same thing; ``cadlab --version`` prints the version.
+Flags are dashed (``--max-new-tokens``); where a published script used underscores (the iterative-generation seed's ``--max_new_tokens``,
 ``--model_path``, ...), those spellings are accepted too. A ``main`` that returns None exits 0.
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+
+from cadlab import __version__
 
 COMMANDS = {
     "reconstruct": ("cadlab.cad.reconstruct_cli", "point cloud of an STL -> CadQuery code -> solid (CAD-Recode)"),
@@ -33,7 +35,7 @@ COMMANDS = {
 
 
 def usage() -> str:
-    lines = ["usage: cadlab COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: cadlab COMMAND [ARGS...] | cadlab --version", "", "commands:"]
     lines += [f"  {name:<20} {about}" for name, (_, about) in COMMANDS.items()]
     lines += ["", "`cadlab COMMAND --help` describes a command's arguments."]
     return "\n".join(lines)
@@ -44,6 +46,9 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"cadlab {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"cadlab: unknown command {command!r}.\n\n{usage()}", file=sys.stderr)

@@ -259,8 +259,8 @@ def test_cli_missing_checkpoint(tmp_path, capsys):
 
 
 def test_train_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
-    args = ["--out", str(tmp_path), "--steps", "3", "--batch-size", "2", "--block-size", "8", "--n-layer", "1",
-            "--n-head", "2", "--n-embd", "16", "--eval-every", "2"]
+    args = ["--out", str(tmp_path), "--max-steps", "3", "--batch-size", "2", "--block-size", "8", "--n-layer", "1",
+            "--n-head", "2", "--n-embd", "16", "--checkpoint-every", "2"]
     assert train_main(args) == 0
     assert "done in" in capsys.readouterr().out
     model, tokenizer = load_babygpt(tmp_path)
@@ -268,7 +268,7 @@ def test_train_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert len(log["train_loss"]) == 3 and [p["step"] for p in log["eval"]] == [2, 3]
     assert (tmp_path / "loss_curve.png").is_file() and model.block_size == 8
     with pytest.raises(SystemExit):
-        train_main(["--steps", "0", "--out", str(tmp_path)])
+        train_main(["--max-steps", "0", "--out", str(tmp_path)])
 
 
 def test_training_lowers_the_loss():

@@ -25,7 +25,7 @@ def test_every_command_answers_help_with_dashed_flags(command, capsys):
         status = exit_.code
     assert status == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage:") and "--help" in out
+    assert out.startswith(f"usage: cadlab {command} ") and "--help" in out     # the command as a learner types it
     flags = [word for word in out.replace(",", " ").replace("[", " ").replace("]", " ").split() if word.startswith("--")]
     dashed = [flag for flag in flags if "_" not in flag]
     assert dashed, out
@@ -36,6 +36,13 @@ def test_every_command_answers_help_with_dashed_flags(command, capsys):
 def test_a_main_that_returns_none_exits_zero(monkeypatch):
     monkeypatch.setattr(cli.importlib, "import_module", lambda name: types.SimpleNamespace(main=lambda argv: None))
     assert cli.main(["train-cadrecode", "--minutes", "1"]) == 0
+
+
+def test_version(capsys):
+    import cadlab
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"cadlab {cadlab.__version__}"
 
 
 def test_no_command_prints_usage_and_fails(capsys):

@@ -108,7 +108,7 @@ def decode_benchmark(model, input_ids: torch.Tensor, *, new_tokens: int = 256, r
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cadlab.lm.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="cadlab bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     decode = sub.add_parser("decode", help="tokens/s of our cached loop vs model.generate vs no cache")
     decode.add_argument("--new-tokens", type=int, default=256, help="tokens generated per run (default 256)")

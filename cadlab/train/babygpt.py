@@ -1,4 +1,4 @@
-"""Train babyGPT on its corpus: ``python -m cadlab.train.babygpt [--steps N] [--out FOLDER]``.
+"""Train babyGPT on its corpus: ``cadlab train-babygpt [--max-steps N] [--out FOLDER]``.
 
 Next-character prediction: for a random window x = ids[i : i + block_size] the targets are
 y = ids[i + 1 : i + block_size + 1], and the loss is the mean cross-entropy

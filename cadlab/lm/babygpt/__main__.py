@@ -16,7 +16,7 @@ from cadlab.paths import BABYGPT_DIR
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cadlab.lm.babygpt", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="cadlab babygpt", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", default=str(BABYGPT_DIR), help="folder with model.pth, config.json, tokenizer.json")
     parser.add_argument("--max-new-tokens", type=int, default=300)
     parser.add_argument("--temperature", type=float, default=0.8)
