@@ -5,13 +5,14 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
+import torch
+from IPython.display import Markdown
+
 PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "matplotlib")
 
 
 def print_versions(*extra: str) -> None:
     """Print Python, the core packages (plus ``extra`` ones) and the CPU threads torch uses."""
-    import torch
-
     parts = [f"python {platform.python_version()}"]
     for name in PACKAGES + extra:
         try:
@@ -24,8 +25,6 @@ def print_versions(*extra: str) -> None:
 
 def md_table(headers, rows):
     """A Markdown table for display in a notebook (``IPython.display.Markdown``)."""
-    from IPython.display import Markdown
-
     def cell(value):
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 

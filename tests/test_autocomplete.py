@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from cadlab.cad import autocomplete as ac
+from cadlab.cad import deepcad
+from cadlab.lm import lora
 from cadlab.lm.models import tiny_qwen2
 
 N_PARTS = 60          # parts for the tokenizer properties (about 190 examples, all their truncations)
@@ -36,8 +38,8 @@ def samples():
 def test_sample_sequence_is_deepcad_format_and_pure():
     curve_types, operations, extent_types, families = set(), set(), set(), set()
     for seed in range(80):
-        caption, full = ac.sample_sequence(seed)
-        assert (caption, full) == ac.sample_sequence(seed)
+        caption, full = deepcad.sample_sequence(seed)
+        assert (caption, full) == deepcad.sample_sequence(seed)
         assert caption[0].isupper() and caption.endswith(".") and len(caption) > 20
         assert list(full) == ["entities", "properties", "sequence"]
         box = full["properties"]["bounding_box"]
@@ -59,8 +61,8 @@ def test_sample_sequence_is_deepcad_format_and_pure():
                 operations.add(entity["operation"])
                 extent_types.add(entity["extent_type"])
                 assert ("extent_two" in entity) == (entity["extent_type"] == "TwoSidesFeatureExtentType")
-    for family in ac.FAMILIES:
-        caption, full = ac.sample_sequence(7, family=family)
+    for family in deepcad.FAMILIES:
+        caption, full = deepcad.sample_sequence(7, family=family)
         families.add(family)
         assert len(full["sequence"]) >= 2
     assert curve_types == {"Line3D", "Arc3D", "Circle3D"}
@@ -69,21 +71,21 @@ def test_sample_sequence_is_deepcad_format_and_pure():
 
 
 def test_captions_use_correct_plurals():
-    assert [ac._count(n, w) for n, w in ((1, "hole"), (3, "hole"), (1, "cylindrical boss"), (2, "cylindrical boss"))] \
+    assert [deepcad._count(n, w) for n, w in ((1, "hole"), (3, "hole"), (1, "cylindrical boss"), (2, "cylindrical boss"))] \
         == ["1 hole", "3 holes", "1 cylindrical boss", "2 cylindrical bosses"]
-    captions = [ac.sample_sequence(seed, family="bosses")[0] for seed in range(20)]
+    captions = [deepcad.sample_sequence(seed, family="bosses")[0] for seed in range(20)]
     assert any("bosses" in c for c in captions) and not any("bosss" in c for c in captions)
 
 
 def test_truncations_as_the_public_script_writes_them():
     # the script's own docstring: 2 ops -> 1; 3 -> 1, 2; 4 -> 1, 2, 3; 10 -> 1, 3, 5, 7, 9
-    assert [ac.kept_counts(n) for n in (1, 2, 3, 4, 10)] == [[], [1], [1, 2], [1, 2, 3], [1, 3, 5, 7, 9]]
-    caption, full = ac.sample_sequence(3)               # a flange: 8 operations
+    assert [deepcad.kept_counts(n) for n in (1, 2, 3, 4, 10)] == [[], [1], [1, 2], [1, 2, 3], [1, 3, 5, 7, 9]]
+    caption, full = deepcad.sample_sequence(3)               # a flange: 8 operations
     before = copy.deepcopy(full)
-    files = ac.truncations(full, stem="00000003")
+    files = deepcad.truncations(full, stem="00000003")
     assert [name for name, _ in files] == [f"00000003_tr_{i:02d}" for i in range(1, 6)]
     n = len(full["sequence"])
-    for (_, doc), kept in zip(files, ac.kept_counts(n)):
+    for (_, doc), kept in zip(files, deepcad.kept_counts(n)):
         assert doc["truncation_metadata"] == {"is_truncated": True, "original_operations": n, "kept_operations": kept,
                                               "truncation_percentage": round(kept / n * 100, 2)}
         assert doc["sequence"] == full["sequence"][:kept]
@@ -92,7 +94,7 @@ def test_truncations_as_the_public_script_writes_them():
         assert set(doc["entities"]) == {item["entity"] for item in doc["sequence"]}
     assert full == before
     with pytest.raises(ValueError):
-        ac.truncate(full, 0)
+        deepcad.truncate(full, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,30 +102,30 @@ def test_truncations_as_the_public_script_writes_them():
 # --------------------------------------------------------------------------------------------
 def _doc(*steps):
     """A sequence from (plane, offset, profiles, extrude kwargs) steps."""
-    b = ac.SequenceBuilder()
+    b = deepcad.SequenceBuilder()
     for plane, offset, profiles, kwargs in steps:
         b.extrude(b.sketch(plane, offset, profiles), **kwargs)
     return b.doc()
 
 
 def _solid(doc):
-    result, reason = ac.build_solid(doc, timeout=60)
-    assert reason is None and result.ok, (result, ac.to_cadquery(doc))
+    result, reason = deepcad.build_solid(doc, timeout=60)
+    assert reason is None and result.ok, (result, deepcad.to_cadquery(doc))
     assert result.mesh.is_watertight
     return result.mesh
 
 
-SQUARE = ac.rect(20, 20)
-D_OUT = ac.loop([ac.line((-10, -10), (10, -10)), ac.arc((10, -10), (10, 10), (10, 0), ccw=True),
-                 ac.line((10, 10), (-10, 10)), ac.line((-10, 10), (-10, -10))])
-D_IN = ac.loop([ac.line((-10, -10), (10, -10)), ac.arc((10, -10), (10, 10), (10, 0), ccw=False),
-                ac.line((10, 10), (-10, 10)), ac.line((-10, 10), (-10, -10))])
+SQUARE = deepcad.rect(20, 20)
+D_OUT = deepcad.loop([deepcad.line((-10, -10), (10, -10)), deepcad.arc((10, -10), (10, 10), (10, 0), ccw=True),
+                 deepcad.line((10, 10), (-10, 10)), deepcad.line((-10, 10), (-10, -10))])
+D_IN = deepcad.loop([deepcad.line((-10, -10), (10, -10)), deepcad.arc((10, -10), (10, 10), (10, 0), ccw=False),
+                deepcad.line((10, 10), (-10, 10)), deepcad.line((-10, 10), (-10, -10))])
 
 
 @pytest.mark.parametrize("name, doc, volume, bounds", [
     ("Line3D, NewBody, OneSide", _doc(("XY", 0, [[SQUARE]], dict(extent_one=5))),
      2000, [[-10, -10, 0], [10, 10, 5]]),
-    ("Circle3D, Symmetric", _doc(("XY", 0, [[ac.loop([ac.circle((0, 0), 10)])]], dict(extent_type="Symmetric", extent_one=5))),
+    ("Circle3D, Symmetric", _doc(("XY", 0, [[deepcad.loop([deepcad.circle((0, 0), 10)])]], dict(extent_type="Symmetric", extent_one=5))),
      math.pi * 100 * 10, [[-10, -10, -5], [10, 10, 5]]),
     ("Arc3D counter-clockwise (bulges out)", _doc(("XY", 0, [[D_OUT]], dict(extent_one=2))),
      2 * (400 + math.pi * 50), [[-10, -10, 0], [20, 10, 2]]),
@@ -131,17 +133,17 @@ D_IN = ac.loop([ac.line((-10, -10), (10, -10)), ac.arc((10, -10), (10, 10), (10,
      2 * (400 - math.pi * 50), [[-10, -10, 0], [10, 10, 2]]),
     ("TwoSides on YZ moved 4 along X", _doc(("YZ", 4, [[SQUARE]], dict(extent_type="TwoSides", extent_one=7, extent_two=3))),
      4000, [[1, -10, -10], [11, 10, 10]]),
-    ("inner loop = hole, on ZX", _doc(("ZX", 0, [[SQUARE, ac.loop([ac.circle((0, 0), 5)], False)]], dict(extent_one=4))),
+    ("inner loop = hole, on ZX", _doc(("ZX", 0, [[SQUARE, deepcad.loop([deepcad.circle((0, 0), 5)], False)]], dict(extent_one=4))),
      4 * (400 - math.pi * 25), [[-10, 0, -10], [10, 4, 10]]),
     ("Join + Cut", _doc(("XY", 0, [[SQUARE]], dict(extent_one=5)),
-                        ("XY", 5, [[ac.loop([ac.circle((0, 0), 6)])]], dict(operation="Join", extent_one=5)),
-                        ("XY", 0, [[ac.loop([ac.circle((0, 0), 3)])]], dict(operation="Cut", extent_one=10))),
+                        ("XY", 5, [[deepcad.loop([deepcad.circle((0, 0), 6)])]], dict(operation="Join", extent_one=5)),
+                        ("XY", 0, [[deepcad.loop([deepcad.circle((0, 0), 3)])]], dict(operation="Cut", extent_one=10))),
      2000 + math.pi * 36 * 5 - math.pi * 9 * 10, [[-10, -10, 0], [10, 10, 10]]),
-    ("NewBody twice fuses, two profiles", _doc(("XY", 0, [[ac.rect(10, 10, -5, 0)], [ac.rect(10, 10, 5, 0)]], dict(extent_one=3)),
+    ("NewBody twice fuses, two profiles", _doc(("XY", 0, [[deepcad.rect(10, 10, -5, 0)], [deepcad.rect(10, 10, 5, 0)]], dict(extent_one=3)),
                                                ("XY", 3, [[SQUARE]], dict(extent_one=1))),
      3 * 200 + 400, [[-10, -10, 0], [10, 10, 4]]),
     ("Intersect", _doc(("XY", 0, [[SQUARE]], dict(extent_one=10)),
-                       ("XY", 0, [[ac.loop([ac.circle((10, 10), 10)])]], dict(operation="Intersect", extent_one=10))),
+                       ("XY", 0, [[deepcad.loop([deepcad.circle((10, 10), 10)])]], dict(operation="Intersect", extent_one=10))),
      10 * math.pi * 100 / 4, [[0, 0, 0], [10, 10, 10]]),
 ])
 def test_converter_every_curve_operation_and_extent(name, doc, volume, bounds):
@@ -151,18 +153,18 @@ def test_converter_every_curve_operation_and_extent(name, doc, volume, bounds):
 
 
 def test_converter_refuses_malformed_sequences_and_sketch_only_prefixes():
-    caption, full = ac.sample_sequence(0)
+    caption, full = deepcad.sample_sequence(0)
     broken = copy.deepcopy(full)
     broken["entities"]["E1"]["profiles"][0]["sketch"] = "S99"
-    result, reason = ac.build_solid(broken)
+    result, reason = deepcad.build_solid(broken)
     assert result is None and "malformed" in reason
-    result, reason = ac.build_solid(ac.truncate(full, 1))        # a sketch and no extrude: no solid
+    result, reason = deepcad.build_solid(deepcad.truncate(full, 1))        # a sketch and no extrude: no solid
     assert reason is None and result.kind == "no_r"
 
 
-@pytest.mark.parametrize("family", list(ac.FAMILIES))
+@pytest.mark.parametrize("family", list(deepcad.FAMILIES))
 def test_every_family_gives_one_watertight_solid_in_its_bounding_box(family):
-    caption, full = ac.sample_sequence(11, family=family)
+    caption, full = deepcad.sample_sequence(11, family=family)
     mesh = _solid(full)
     assert mesh.body_count == 1
     box = full["properties"]["bounding_box"]
@@ -175,20 +177,20 @@ def test_every_family_gives_one_watertight_solid_in_its_bounding_box(family):
 # --------------------------------------------------------------------------------------------
 def test_serialize_kept_operations_are_a_true_prefix_that_carries_geometry():
     for seed in range(40):
-        caption, full = ac.sample_sequence(seed)
-        text, n = ac.serialize(full), len(full["sequence"])
-        assert ac.parse(text) == full
-        assert text == ac.serialize(full, n) + ac.CLOSE
+        caption, full = deepcad.sample_sequence(seed)
+        text, n = deepcad.serialize(full), len(full["sequence"])
+        assert deepcad.parse(text) == full
+        assert text == deepcad.serialize(full, n) + deepcad.CLOSE
         for kept in range(1, n):
-            prefix = ac.serialize(full, kept)
-            assert text.startswith(prefix) and text[len(prefix):].startswith(ac.SEPARATOR)
-            assert ac.serialize(ac.truncate(full, kept)) == prefix + ac.CLOSE
+            prefix = deepcad.serialize(full, kept)
+            assert text.startswith(prefix) and text[len(prefix):].startswith(deepcad.SEPARATOR)
+            assert deepcad.serialize(deepcad.truncate(full, kept)) == prefix + deepcad.CLOSE
             rest = text[len(prefix):]
             assert "profile_curves" in rest or "extent_one" in rest            # the completion is geometry
             assert json.loads(prefix + rest) is not None
         # the seed's layout (entities first): after the kept references come only references
-        seed_full = ac.seed_text(full)
-        seed_partial = ac.seed_text(dict(full, sequence=full["sequence"][:1]))
+        seed_full = deepcad.seed_text(full)
+        seed_partial = deepcad.seed_text(dict(full, sequence=full["sequence"][:1]))
         cut = next(i for i, (a, b) in enumerate(zip(seed_full, seed_partial)) if a != b)
         assert "profile_curves" not in seed_full[cut:] and "extent_one" not in seed_full[cut:]
 
@@ -199,7 +201,7 @@ def test_labels_start_at_the_boundary_and_decode_to_the_rest(tokenizer, samples)
         example = ac.make_example(tokenizer, caption, full, kept)
         ids, labels = example["input_ids"], example["labels"]
         prompt = ac.PROMPT.format(caption=caption)
-        text, prefix = prompt + ac.serialize(full), prompt + ac.serialize(full, kept)
+        text, prefix = prompt + deepcad.serialize(full), prompt + deepcad.serialize(full, kept)
         boundary, straddles = ac.label_boundary(tokenizer, text, len(prefix))
         assert not straddles
         assert labels[:boundary] == [-100] * boundary and labels[boundary:] == ids[boundary:]
@@ -219,9 +221,9 @@ def test_boundary_holds_for_qwen25_tokenizer_too(samples):
         prompt = ac.PROMPT.format(caption=caption)
         boundary = example["labels"].count(-100)
         assert example["labels"][boundary - 1] == -100 and example["labels"][boundary] != -100
-        rest = ac.serialize(full)[len(ac.serialize(full, kept)):]
+        rest = deepcad.serialize(full)[len(deepcad.serialize(full, kept)):]
         assert qwen.decode(example["labels"][boundary:]) == rest + qwen.eos_token
-        assert qwen(prompt + ac.serialize(full, kept))["input_ids"] == example["input_ids"][:boundary]
+        assert qwen(prompt + deepcad.serialize(full, kept))["input_ids"] == example["input_ids"][:boundary]
 
 
 def test_seed_boundary_lands_late_and_masks_the_decision(tokenizer, samples):
@@ -274,9 +276,9 @@ def _grads(model):
 def test_accumulation_step_equals_one_big_batch_and_never_nan():
     torch.manual_seed(0)
     model = tiny_qwen2(seed=1).train()
-    ac.add_lora(model, r=4, alpha=8)
+    lora.add_lora(model, r=4, alpha=8)
     for layer in model.modules():                                 # B != 0 so that A gets gradients too
-        if isinstance(layer, ac.LoRALinear):
+        if isinstance(layer, lora.LoRALinear):
             torch.nn.init.normal_(layer.lora_B.weight, std=0.05)
     g = torch.Generator().manual_seed(0)
     window = [_micro_batch(g, 10, 4), _micro_batch(g, 14, 0), _micro_batch(g, 7, 6), _micro_batch(g, 16, 1)]
@@ -316,8 +318,8 @@ def test_accumulation_step_equals_one_big_batch_and_never_nan():
 
 def test_part_example_trains_every_truncation_in_one_pass(tokenizer):
     """One forward pass over the full text with counted weights == the separate truncation examples."""
-    caption, full = ac.sample_sequence(3)                          # 8 operations: kept 1, 2, 4, 6, 7
-    kept = ac.kept_counts(len(full["sequence"]))
+    caption, full = deepcad.sample_sequence(3)                          # 8 operations: kept 1, 2, 4, 6, 7
+    kept = deepcad.kept_counts(len(full["sequence"]))
     separate = [ac.make_example(tokenizer, caption, full, k) for k in kept]
     merged = ac.part_example(tokenizer, caption, full)
     assert all(ex["input_ids"] == merged["input_ids"] for ex in separate)
@@ -325,9 +327,9 @@ def test_part_example_trains_every_truncation_in_one_pass(tokenizer):
     assert max(merged["weights"]) == len(kept) and sum(merged["weights"]) == sum(
         sum(t != -100 for t in ex["labels"]) for ex in separate)
     model = tiny_qwen2(seed=2, vocab_size=len(tokenizer)).train()
-    ac.add_lora(model, r=2, alpha=4)
+    lora.add_lora(model, r=2, alpha=4)
     for layer in model.modules():
-        if isinstance(layer, ac.LoRALinear):
+        if isinstance(layer, lora.LoRALinear):
             torch.nn.init.normal_(layer.lora_B.weight, std=0.05)
     one = ac.accumulation_step(model, [merged])
     g1 = _grads(model)
@@ -345,7 +347,7 @@ def test_part_example_trains_every_truncation_in_one_pass(tokenizer):
 def test_lora_linear_starts_as_the_base_and_merges():
     torch.manual_seed(0)
     base = torch.nn.Linear(32, 24)
-    layer = ac.LoRALinear(copy.deepcopy(base), r=4, alpha=12)
+    layer = lora.LoRALinear(copy.deepcopy(base), r=4, alpha=12)
     assert layer.scaling == 3.0
     assert not layer.base.weight.requires_grad and not layer.base.bias.requires_grad
     assert layer.lora_A.weight.shape == (4, 32) and layer.lora_B.weight.shape == (24, 4)
@@ -364,7 +366,7 @@ def test_lora_linear_starts_as_the_base_and_merges():
 
 
 def lora_parity(r=8, alpha=16, seed=0):
-    return ac.lora_parity(lambda: tiny_qwen2(seed=3), ("q_proj", "v_proj"), r=r, alpha=alpha, seed=seed)
+    return lora.lora_parity(lambda: tiny_qwen2(seed=3), ("q_proj", "v_proj"), r=r, alpha=alpha, seed=seed)
 
 
 def test_lora_by_hand_equals_peft():

@@ -1,7 +1,7 @@
 """cadlab.cad.reconstruct: the `cadlab reconstruct` command and the `reconstruct` function.
 
 Bad input must give a clear message and a non-zero exit, never a traceback (checked in-process
-through ``main`` and once through ``python -m cadlab.cad.reconstruct``). One real run with the
+through ``main`` and once through ``python -m cadlab.cad.reconstruct_cli``). One real run with the
 shipped mini CAD-Recode writes the program, the solid and the preview. Sampling is seeded and
 keeps the caller's random state; best-of-K keeps the smallest Chamfer distance. A tiny random
 CAD-Recode (real Qwen2 vocabulary) stands in where only the plumbing matters.
@@ -19,7 +19,7 @@ import trimesh
 
 import cadlab.cad.cadrecode as cadrecode
 from cadlab.cad import reconstruct as rec
-from cadlab.cad import reconstruct_cli
+from cadlab.cad import reconstruct_cli, sandbox
 from cadlab.cad.cadrecode import tiny_cadrecode
 from cadlab.cad.metrics import chamfer_distance
 
@@ -338,11 +338,11 @@ def test_only_closed_solids_count_as_valid():
     box = trimesh.creation.box()
     open_box = box.copy()
     open_box.update_faces(np.arange(len(box.faces) - 2))            # two triangles missing: a hole
-    assert rec.closed_solid(ExecResult(True, box, "ok", "6 faces", 0.1)) is box
-    assert rec.closed_solid(ExecResult(True, open_box, "ok", "6 faces", 0.1)) is None
-    assert rec.why_invalid(ExecResult(True, open_box, "ok", "6 faces", 0.1)).startswith("the solid is not closed")
+    assert sandbox.closed_solid(ExecResult(True, box, "ok", "6 faces", 0.1)) is box
+    assert sandbox.closed_solid(ExecResult(True, open_box, "ok", "6 faces", 0.1)) is None
+    assert sandbox.why_invalid(ExecResult(True, open_box, "ok", "6 faces", 0.1)).startswith("the solid is not closed")
     failed = ExecResult(False, None, "cadquery", "ValueError: no pending wires", 0.1)
-    assert rec.closed_solid(failed) is None and rec.why_invalid(failed) == "cadquery: ValueError: no pending wires"
+    assert sandbox.closed_solid(failed) is None and sandbox.why_invalid(failed) == "cadquery: ValueError: no pending wires"
 
 
 def test_number_kinds_and_errors():

@@ -6,9 +6,13 @@ import types
 
 import pytest
 import torch
-from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
+from training_checks import (
+    check_a_finished_run_started_again_is_a_new_run,
+    check_stopped_and_resumed_equals_uninterrupted,
+)
 
 from cadlab.cad import autocomplete as ac
+from cadlab.cad import deepcad
 from cadlab.lm.models import tiny_qwen2
 from cadlab.train import autocomplete as ta
 
@@ -42,7 +46,7 @@ def test_micro_batches_mask_the_prompt_and_skip_long_parts(tokenizer):
     seeds = [s for s in range(12) if ta.part_micro_batch(tokenizer, s, 700) is None]
     assert seeds, "some parts are longer than 700 tokens"
     example = next(ta.part_micro_batch(tokenizer, s, 700) for s in range(12) if s not in seeds)
-    caption, _ = ac.sample_sequence(next(s for s in range(12) if s not in seeds))
+    caption, _ = deepcad.sample_sequence(next(s for s in range(12) if s not in seeds))
     prompt = len(tokenizer(ac.PROMPT.format(caption=caption))["input_ids"])
     assert all(t == -100 for t in example["labels"][:prompt + 20])           # prompt and the first sketch
     assert example["labels"][-1] == tokenizer.eos_token_id and example["weights"][-1] >= 1
@@ -95,15 +99,15 @@ def test_new_run_starts_from_the_shipped_adapter_and_keeps_the_eval(tmp_path, to
 
 
 def test_score_completion_parses_builds_and_compares(tokenizer):
-    caption, full = ac.sample_sequence(4)
-    truth, _ = ac.build_solid(full, timeout=30)
+    caption, full = deepcad.sample_sequence(4)
+    truth, _ = deepcad.build_solid(full, timeout=30)
     kept = ta.kept_for(len(full["sequence"]), 0.5)
-    rest = ac.serialize(full)[len(ac.serialize(full, kept)):]
+    rest = deepcad.serialize(full)[len(deepcad.serialize(full, kept)):]
     assert ta.score_completion(full, kept, rest, truth.mesh) == {"parsed": True, "valid": True, "iou": pytest.approx(1.0)}
     broken = ta.score_completion(full, kept, rest[:-3], truth.mesh)
     assert (broken["parsed"], broken["valid"], broken["iou"]) == (False, False, 0.0)
     assert broken["error"] and broken["error_at"] == len(rest) - 3 and broken["near"].endswith(rest[-7:-3])
-    closed = ta.score_completion(full, kept, ac.CLOSE, truth.mesh)        # stop right away: a part of the part
+    closed = ta.score_completion(full, kept, deepcad.CLOSE, truth.mesh)        # stop right away: a part of the part
     assert closed["parsed"] and closed["iou"] < 1.0
 
 
@@ -142,12 +146,12 @@ def test_stop_decisions_count_every_extrude_and_read_the_two_tokens(tokenizer):
     model = tiny_qwen2(seed=6, vocab_size=len(tokenizer))
     seeds = [1, 2, 3]
     result = ta.stop_decisions(model, tokenizer, seeds)
-    extrudes = [sum(item["type"] == "ExtrudeFeature" for item in ac.sample_sequence(s)[1]["sequence"]) for s in seeds]
+    extrudes = [sum(item["type"] == "ExtrudeFeature" for item in deepcad.sample_sequence(s)[1]["sequence"]) for s in seeds]
     assert result["close"]["n"] == len(seeds) and result["continue"]["n"] == sum(extrudes) - len(seeds)
     assert set(result["p_close_at_the_end"]) == set(seeds)
     assert all(0.0 <= p <= 1.0 for p in result["p_close_at_the_end"].values())
     # a model that always closes is right on every close and wrong on every continue
-    stop = tokenizer(ac.CLOSE, add_special_tokens=False)["input_ids"][0]
+    stop = tokenizer(deepcad.CLOSE, add_special_tokens=False)["input_ids"][0]
 
     class AlwaysClose(torch.nn.Module):
         def forward(self, input_ids):

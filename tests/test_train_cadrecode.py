@@ -5,7 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
+from training_checks import (
+    check_a_finished_run_started_again_is_a_new_run,
+    check_stopped_and_resumed_equals_uninterrupted,
+)
 
 from cadlab.cad.cadrecode import (
     END_TOKEN,
@@ -33,7 +36,7 @@ from cadlab.train.cadrecode import (
 
 # A held-out shape (seed in the test range) that the shipped model reconstructs greedily (IoU 1.00 in its
 # --eval: a plate with a centre hole). It is a smoke test that the shipped weights work end to end; the model's
-# quality over the whole held-out set is measured by `python -m cadlab.train.cadrecode --eval`.
+# quality over the whole held-out set is measured by `cadlab train-cadrecode --eval`.
 EASY_HELD_OUT_SEED = TEST_START + 237
 
 
@@ -227,7 +230,8 @@ def test_load_cadrecode_real_layout_gets_qwen2_tokenizer(tmp_path, capsys):
 
 
 def test_evaluate_set_scores_every_stage_against_the_truth():
-    from cadlab.train.cadrecode import evaluate_set, summarize_stage
+    from cadlab.train.cadrecode import evaluate_set
+    from cadlab.train.evaluate import summarize_stage
 
     model, tokenizer = load_cadrecode()
     programs = [normalized_program(TEST_START + i) for i in (1, 3)]
@@ -248,8 +252,8 @@ def test_evaluate_set_scores_every_stage_against_the_truth():
 
 
 def test_workshop_parts_are_hand_written_closed_solids():
-    from cadlab.cad.reconstruct import closed_solid
     from cadlab.cad.part_sets import workshop_parts
+    from cadlab.cad.sandbox import closed_solid
 
     parts = workshop_parts()
     assert len(parts) >= 12

@@ -6,7 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
+from training_checks import (
+    check_a_finished_run_started_again_is_a_new_run,
+    check_stopped_and_resumed_equals_uninterrupted,
+)
 
 from cadlab.cad.cadrecode import tiny_cadrecode
 from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer
@@ -14,6 +17,7 @@ from cadlab.cad.describe import LEVELS, numbers
 from cadlab.cad.reconstruct_cli import main as reconstruct_main
 from cadlab.cad.synth import program_numbers
 from cadlab.train.cadrille import (
+    CadrilleRecipe,
     TrainSettings,
     VisionSettings,
     add_word_tokens,
@@ -24,7 +28,6 @@ from cadlab.train.cadrille import (
     held_out_items,
     make_items,
     new_model,
-    CadrilleRecipe,
     train,
 )
 
@@ -231,8 +234,7 @@ def test_shipped_mini_cadrille_rebuilds_an_easy_held_out_disc_from_its_points():
     from cadlab.cad.cadrille import generate_code, load_cadrille, mode_item
     from cadlab.cad.metrics import iou
     from cadlab.cad.pointcloud import mesh_to_point_cloud
-    from cadlab.cad.reconstruct import closed_solid
-    from cadlab.cad.sandbox import run_cadquery
+    from cadlab.cad.sandbox import closed_solid, run_cadquery
     from cadlab.cad.synth import normalized_program
 
     seed = 10_000_003

@@ -11,7 +11,10 @@ import math
 
 import pytest
 import torch
-from training_checks import check_a_finished_run_started_again_is_a_new_run, check_stopped_and_resumed_equals_uninterrupted
+from training_checks import (
+    check_a_finished_run_started_again_is_a_new_run,
+    check_stopped_and_resumed_equals_uninterrupted,
+)
 
 from cadlab.lm.babygpt import BabyGPT, CharTokenizer
 from cadlab.train import autocomplete, babygpt, cadrecode, cadrille, loop

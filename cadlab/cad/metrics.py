@@ -24,15 +24,18 @@ Conventions of CAD-Recode and cadrille (their evaluation scripts):
 
 from __future__ import annotations
 
+import manifold3d
 import numpy as np
+import trimesh
+from scipy.spatial import cKDTree
+
+from cadlab.cad.pointcloud import normalize_mesh
 
 CD_SCALE = 1000.0  # papers report Chamfer distance x 1000
 
 
 def unit_frame(mesh):
     """A copy of ``mesh``, bounding-box centre at the origin, longest side of length 1 (the papers' frame)."""
-    from cadlab.cad.pointcloud import normalize_mesh
-
     half = normalize_mesh(mesh)       # longest side spans [-1, 1] ...
     half.apply_scale(0.5)             # ... now [-0.5, 0.5]
     return half
@@ -40,8 +43,6 @@ def unit_frame(mesh):
 
 def chamfer_distance_points(p, q) -> float:
     """Raw (not x1000) Chamfer distance of two point sets (n, 3), (m, 3): sum of both mean squared NN distances."""
-    from scipy.spatial import cKDTree
-
     p, q = np.asarray(p, dtype=float), np.asarray(q, dtype=float)
     for name, x in (("p", p), ("q", q)):
         if x.ndim != 2 or x.shape[1] != 3 or len(x) == 0:
@@ -60,8 +61,6 @@ def chamfer_distance(a, b, n_points: int = 8192, seed: int = 0, normalize: bool 
     papers, but reproducible -- and ``chamfer_distance_points`` is applied. A mesh against itself
     therefore gives the sampling floor (about 2A / (pi n_points)), not 0.
     """
-    import trimesh
-
     if normalize:
         a, b = unit_frame(a), unit_frame(b)
     generator = np.random.default_rng(seed)
@@ -72,9 +71,6 @@ def chamfer_distance(a, b, n_points: int = 8192, seed: int = 0, normalize: bool 
 
 def to_manifold(mesh):
     """A ``manifold3d.Manifold`` of a closed trimesh mesh, or a ``ValueError`` that says why not."""
-    import manifold3d
-    import trimesh
-
     mesh = trimesh.Trimesh(mesh.vertices, mesh.faces, process=True)  # merge duplicated vertices
     if not mesh.is_watertight:
         open_edges = len(trimesh.grouping.group_rows(mesh.edges_sorted, require_count=1))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
+from scipy.spatial import cKDTree
 from torch import nn
 
 MESH_SUFFIXES = (".stl", ".obj", ".ply")
@@ -32,8 +34,6 @@ def load_mesh(path) -> "trimesh.Trimesh":
     without trimesh's clean-up first (which would silently drop NaN vertices), checked, and then
     cleaned (duplicate vertices merged).
     """
-    import trimesh
-
     path = Path(path)
     if not path.exists():
         hint = "" if path.is_absolute() else f" (relative paths start at {Path.cwd()})"
@@ -121,8 +121,6 @@ def mesh_to_point_cloud(mesh, n_points: int = 256, n_pre_points: int = 8192, see
     mesh is fine. (The demo seeds NumPy's global generator instead of passing a seed: same
     distribution, different individual samples.)
     """
-    import trimesh
-
     if n_pre_points < n_points:
         raise ValueError(f"n_pre_points ({n_pre_points}) must be at least n_points ({n_points}).")
     if normalize:
@@ -139,8 +137,6 @@ def coverage_radius(cloud, surface) -> float:
     covers the shape more evenly. Farthest-point sampling greedily minimizes it (within a factor 2
     of the best possible subset of the same size); uniform random choice leaves gaps.
     """
-    from scipy.spatial import cKDTree
-
     distances, _ = cKDTree(np.asarray(cloud, dtype=float)).query(np.asarray(surface, dtype=float), k=1)
     return float(distances.max())
 

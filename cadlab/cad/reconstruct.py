@@ -20,6 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import trimesh
+from matplotlib.figure import Figure
+
+from cadlab.cad.cadrecode import POINT_TOKEN, extract_code, prepare_inputs
+from cadlab.cad.describe import parse_program, part_name
+from cadlab.cad.metrics import chamfer_distance_points
+from cadlab.cad.pointcloud import mesh_to_point_cloud, normalize_mesh
+from cadlab.cad.sandbox import TESSELLATION, closed_solid, run_cadquery
+from cadlab.cad.synth import NUMBER
 
 MAX_SAMPLES = 64          # --samples above this is refused (each sample is a full generation)
 DEFAULT_SAMPLES = 8       # the pipeline's pool: the greedy program + 7 sampled ones
@@ -28,31 +37,6 @@ DEFAULT_FIT_SECONDS = 5.0
 DEFAULT_MAX_NEW_TOKENS = 768   # the CAD-Recode demo's; the mini model's programs end after ~40-250 tokens
 SMALL_MODEL = 50_000_000       # below this many parameters the command decodes on one CPU thread
 CODE_UNITS = 100.0             # code units per point-cloud unit (the normalized frame: longest side -100..100)
-
-
-# --------------------------------------------------------------------------------------------
-# Validity: one rule for the whole course
-# --------------------------------------------------------------------------------------------
-def closed_solid(result):
-    """The mesh of a sandbox ``ExecResult`` if it counts as a valid solid, else None.
-
-    The course's one validity rule (the papers' "invalid" plus closedness): the program ran, its
-    solid has more than two faces, and its surface is closed (watertight). CadQuery can return a
-    "solid" whose shell has gaps; it has no inside, so its IoU is undefined. ``synth.validate``
-    adds the training data's own rules (one body, inside the grid) on top of this one.
-    """
-    if not result.ok or result.mesh is None or len(result.mesh.faces) <= 2:
-        return None
-    return result.mesh if result.mesh.is_watertight else None
-
-
-def why_invalid(result) -> str:
-    """One line saying why ``closed_solid(result)`` is None."""
-    if result.ok:
-        if result.mesh is None or len(result.mesh.faces) <= 2:
-            return "the solid is degenerate (two faces or fewer)"
-        return "the solid is not closed (its surface has open edges)"
-    return f"{result.kind}: {result.message}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,10 +52,6 @@ def cloud_chamfer(solid, cloud, n_points: int = 8192, seed: int = 0) -> float:
     Many samples on the solid's side keep the score smooth as a number changes by one unit (the
     fit below needs that); the cloud's 256 points set a floor the true solid reaches too.
     """
-    import trimesh
-
-    from cadlab.cad.metrics import chamfer_distance_points
-
     samples, _ = trimesh.sample.sample_surface(solid, n_points, seed=np.random.default_rng(seed))
     return chamfer_distance_points(np.asarray(cloud, dtype=float), samples / CODE_UNITS)
 
@@ -93,8 +73,6 @@ class Candidate:
 def score_program(code: str, cloud, source: str = "", timeout: float = 3.0, tolerance=None) -> Candidate:
     """Run ``code`` in the sandbox and score its solid against ``cloud`` (``None`` if it is not valid).
     ``tolerance``: the tessellation's, default CAD-Recode's (``cadexec.TESSELLATION``)."""
-    from cadlab.cad.sandbox import TESSELLATION, run_cadquery
-
     result = run_cadquery(code, timeout=timeout, tolerance=tolerance or TESSELLATION)
     solid = closed_solid(result)
     score = None
@@ -106,7 +84,6 @@ def score_program(code: str, cloud, source: str = "", timeout: float = 3.0, tole
     return Candidate(code, source, result, score)
 
 
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
 
 
 FIT_TESSELLATION = (0.5, 0.3)   # coarse triangles while fitting: each try runs several times faster
@@ -147,7 +124,7 @@ def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECOND
             improved = False
             index = 0
             while more():
-                spans = [m.span() for m in _NUMBER.finditer(code, head)]
+                spans = [m.span() for m in NUMBER.finditer(code, head)]
                 if index >= len(spans):
                     break
                 begin, end = spans[index]
@@ -178,7 +155,7 @@ def number_kinds(code: str) -> list[tuple[str, float]]:
     (everything else: rect/circle/box/cylinder sizes, extrusion depths, offsets)."""
     head = code.index("\n") + 1 if "\n" in code else 0
     out = []
-    for match in _NUMBER.finditer(code, head):
+    for match in NUMBER.finditer(code, head):
         before = code[:match.start()]
         call = before[before.rfind(".") + 1:] if "." in before else before
         if "origin=(" in before[before.rfind("Workplane("):] and ")" not in before[before.rfind("origin=("):]:
@@ -196,7 +173,7 @@ def number_kinds(code: str) -> list[tuple[str, float]]:
 def skeleton(code: str) -> str:
     """A program with every number replaced by ``#``: two programs with the same skeleton differ only in numbers."""
     head = code.index("\n") + 1 if "\n" in code else 0
-    return code[:head] + _NUMBER.sub("#", code[head:])
+    return code[:head] + NUMBER.sub("#", code[head:])
 
 
 def number_errors(predicted: str, truth: str) -> dict | None:
@@ -220,8 +197,6 @@ def error_anatomy(rows: list[dict]) -> dict:
     and with the true skeleton (``reconstruct.skeleton``: the same construction, numbers aside); then, over
     the programs with the true skeleton, the share of numbers exactly right and the median |error| in grid
     units. A wrong skeleton makes the numbers incomparable: they are not counted."""
-    from cadlab.cad.describe import parse_program, part_name
-
     def plane(code):
         found = re.search(r"Workplane\('(\w+)'", code or "")
         return found[1] if found else None
@@ -316,8 +291,6 @@ def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
     ``torch.random.fork_rng``: the same programs for the same seed, and the caller's random state is
     left as it was.
     """
-    from cadlab.cad.cadrecode import POINT_TOKEN, extract_code, prepare_inputs
-
     if not (isinstance(samples, int) and samples >= 1):
         raise ValueError(f"samples must be a positive integer, got {samples!r}.")
     inputs = prepare_inputs(points, tokenizer)
@@ -357,8 +330,6 @@ def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: boo
     4. ``fit``: ``fit_numbers`` adjusts the winner's numbers to the cloud for ``fit_seconds`` (and at most
        ``fit_evaluations`` tries, if given).
     """
-    from cadlab.cad.pointcloud import mesh_to_point_cloud
-
     if points is None:
         points = mesh_to_point_cloud(mesh, n_points=n_points, seed=0)
     points = np.asarray(points, dtype=np.float32)
@@ -387,8 +358,6 @@ def to_frame_of(mesh, reference):
     side. The metrics compare shapes in exactly this way (each in its own unit frame), so this is
     how a prediction in code units is laid over the input it came from.
     """
-    from cadlab.cad.pointcloud import normalize_mesh
-
     moved = normalize_mesh(mesh)                       # centre 0, longest side 2
     moved.apply_scale(float(np.max(reference.extents)) / 2.0)
     moved.apply_translation(reference.bounds.mean(axis=0))
@@ -422,8 +391,6 @@ def draw_reconstruction(fig, points, prediction=None, truth=None, title: str = "
 
     Meshes are shown in the normalized frame (``normalize_mesh``), the frame of the points.
     """
-    from cadlab.cad.pointcloud import normalize_mesh
-
     panels = 2 + (truth is not None)
     draw_points(fig.add_subplot(1, panels, 1, projection="3d"), points, f"input: {len(points)} points")
     ax = fig.add_subplot(1, panels, 2, projection="3d")
@@ -439,8 +406,6 @@ def draw_reconstruction(fig, points, prediction=None, truth=None, title: str = "
 
 def save_preview(path, points, prediction=None, title: str = "prediction") -> None:
     """Write a PNG of ``draw_reconstruction`` (the Agg canvas: no display, no pyplot state)."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(8, 4), dpi=100)
     draw_reconstruction(fig, points, prediction, title=title)
     fig.tight_layout()

@@ -42,13 +42,11 @@ from cadlab.cad.reconstruct import (
     DEFAULT_TEMPERATURE,
     MAX_SAMPLES,
     SMALL_MODEL,
-    closed_solid,
     reconstruct,
     save_preview,
     to_frame_of,
-    why_invalid,
 )
-from cadlab.cad.sandbox import run_cadquery
+from cadlab.cad.sandbox import closed_solid, run_cadquery, why_invalid
 
 
 class UserError(Exception):

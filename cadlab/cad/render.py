@@ -38,6 +38,9 @@ import os
 import sys
 
 import numpy as np
+import vtk
+from PIL import Image
+from vtk.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray, vtk_to_numpy
 
 DIRECTIONS = ((1, 1, 1), (-1, -1, -1), (-1, 1, -1), (1, -1, 1))
 COLOUR = (255 / 255, 255 / 255, 136 / 255)
@@ -51,8 +54,6 @@ VIEW_SIZE, BORDER = 128, 3
 def tile_views(views, border: int = BORDER):
     """Four renders (PIL or arrays, any equal size s) -> one (2(s+2b)) x (2(s+2b)) RGB picture,
     each view framed by a black ``border`` px wide, tiled [[0, 1], [2, 3]] (128 px views -> 268 px)."""
-    from PIL import Image
-
     arrays = [np.asarray(v.convert("RGB") if isinstance(v, Image.Image) else v, dtype=np.uint8) for v in views]
     if len(arrays) != 4:
         raise ValueError(f"tile_views needs four views, got {len(arrays)}.")
@@ -75,13 +76,11 @@ def unit_cube_mesh(mesh):
 
 
 def _render_window(size: int):
-    import vtk
-
     headless_linux = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
                                                                or os.environ.get("WAYLAND_DISPLAY"))
     window = None
     if headless_linux:
-        from vtkmodules.vtkRenderingOpenGL2 import vtkEGLRenderWindow
+        from vtkmodules.vtkRenderingOpenGL2 import vtkEGLRenderWindow  # deferred: EGL exists on Linux builds only
 
         window = vtkEGLRenderWindow()
     else:
@@ -93,9 +92,6 @@ def _render_window(size: int):
 
 
 def _polydata(mesh):
-    import vtk
-    from vtk.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
-
     points = vtk.vtkPoints()
     points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices, dtype=np.float64), deep=True))
     faces = np.asarray(mesh.faces, dtype=np.int64)
@@ -116,9 +112,6 @@ def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW) -> list[
     """(size, size, 3) uint8 renders of ``mesh`` (already in the unit cube) from each direction, looking at
     (0.5, 0.5, 0.5) with up (0, 1, 0), the camera at the distance where the unit cube's bounding sphere
     fills the view angle."""
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
-
     mapper = vtk.vtkPolyDataMapper()
     mapper.SetInputData(_polydata(mesh))
     actor = vtk.vtkActor()
@@ -158,8 +151,6 @@ def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW) -> list[
 
 def render_views(mesh, normalize: bool = True, view_size: int = VIEW_SIZE, border: int = BORDER):
     """Cadrille's picture of ``mesh``: four 128-px views, each with a 3-px black border, tiled 2 x 2 (268 x 268 PIL)."""
-    from PIL import Image
-
     if normalize:
         mesh = unit_cube_mesh(mesh)
     views = [Image.fromarray(a).resize((view_size, view_size), Image.Resampling.LANCZOS)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import builtins
 import math
 import operator
 import os
@@ -45,6 +46,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+import trimesh
+from RestrictedPython import compile_restricted_exec
+from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
 
 ERROR_KINDS = ("ok", "syntax", "forbidden", "timeout", "memory", "cadquery", "no_r", "invalid", "crash")
 
@@ -254,10 +260,6 @@ def check_source(code: str):
 
 def sandbox_globals() -> dict:
     """The globals a compiled program runs with: the allow-listed builtins, the guards, and ``math``."""
-    import builtins
-
-    from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
-
     safe = {name: getattr(builtins, name) for name in ALLOWED_BUILTIN_NAMES}
     safe.update({"None": None, "True": True, "False": False, "__import__": _guarded_import})
     return {
@@ -271,8 +273,6 @@ def sandbox_globals() -> dict:
 
 def compile_program(code: str):
     """Compile ``code`` for the sandbox: returns ``(bytecode, None)`` or ``(None, (kind, message))``."""
-    from RestrictedPython import compile_restricted_exec
-
     refused = check_source(code)
     if refused:
         return None, refused
@@ -315,7 +315,7 @@ def execute_in_this_process(code: str, tolerance: tuple = TESSELLATION) -> dict:
     if "r" not in namespace:
         return done("no_r", "the program did not bind its solid to a variable named r")
     try:
-        import cadquery as cq
+        import cadquery as cq  # in the worker (already loaded there): the parent process never imports CadQuery
         import numpy as np
 
         r = namespace["r"]
@@ -338,6 +338,32 @@ def execute_in_this_process(code: str, tolerance: tuple = TESSELLATION) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# Validity: one rule for the whole course
+# --------------------------------------------------------------------------------------------
+def closed_solid(result):
+    """The mesh of a sandbox ``ExecResult`` if it counts as a valid solid, else None.
+
+    The course's one validity rule (the papers' "invalid" plus closedness): the program ran, its
+    solid has more than two faces, and its surface is closed (watertight). CadQuery can return a
+    "solid" whose shell has gaps; it has no inside, so its IoU is undefined. The reconstruction
+    pipeline, the data generator (``synth.validate`` adds the training data's own rules: one body,
+    inside the grid), the autocomplete scorer and the evaluations all use it.
+    """
+    if not result.ok or result.mesh is None or len(result.mesh.faces) <= 2:
+        return None
+    return result.mesh if result.mesh.is_watertight else None
+
+
+def why_invalid(result) -> str:
+    """One line saying why ``closed_solid(result)`` is None."""
+    if result.ok:
+        if result.mesh is None or len(result.mesh.faces) <= 2:
+            return "the solid is degenerate (two faces or fewer)"
+        return "the solid is not closed (its surface has open edges)"
+    return f"{result.kind}: {result.message}"
+
+
+# --------------------------------------------------------------------------------------------
 # Wall 2: the worker process
 # --------------------------------------------------------------------------------------------
 def _resident_bytes() -> int:
@@ -350,21 +376,19 @@ def _resident_bytes() -> int:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):          # no /proc: the peak is the best there is
-        import resource
+        import resource  # deferred: Unix only (cadlab.cad.sandbox imports on Windows)
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _worker_main(read_fd: int, write_fd: int, memory_cap: int) -> None:
     """Entry point of a worker process: lock itself down, import CadQuery, then serve programs."""
-    import resource
+    import resource  # deferred: Unix only, and needed in the worker alone
     import signal
-    from multiprocessing.connection import Connection
 
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
-    import cadquery  # noqa: F401 - the expensive import, done once per worker
+    import cadquery  # noqa: F401 - deferred on purpose: only the worker imports CadQuery (a few seconds), once
     import numpy  # noqa: F401
-    import RestrictedPython  # noqa: F401
 
     os.environ.clear()
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # writing a file then fails with EFBIG instead of killing us
@@ -398,8 +422,6 @@ class _Worker:
     """
 
     def __init__(self, memory_cap: int):
-        from multiprocessing.connection import Connection
-
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = {key: os.environ[key] for key in ("PATH", "LD_LIBRARY_PATH", "SYSTEMROOT") if key in os.environ}
@@ -513,7 +535,5 @@ def run_cadquery(code: str, timeout: float = 3.0, memory_cap: int = MEMORY_CAP,
             shutdown()
     mesh = None
     if answer["kind"] == "ok":
-        import trimesh
-
         mesh = trimesh.Trimesh(answer["vertices"], answer["faces"])
     return result(answer["kind"], answer["message"], mesh)

@@ -44,7 +44,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from cadlab.cad.pointcloud import mesh_to_point_cloud
+from cadlab.cad.sandbox import closed_solid, run_cadquery, why_invalid
 from cadlab.paths import cache_dir
 
 GRID = 100                 # the normalized frame: coordinates live in [-GRID, GRID]
@@ -482,7 +485,7 @@ def to_grid(x: float) -> int:
     return int(round(GRID * float(x)))
 
 
-_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")      # a number literal of a program (not part of a name)
 _ORIGIN = re.compile(r"origin=\((-?\d+),(-?\d+),(-?\d+)\)")
 
 
@@ -521,10 +524,10 @@ def normalize_program(code: str, bounds, half_extent: int = GRID) -> str:
         origin = _ORIGIN.search(line)
         if origin and "Workplane(" in line:
             new = [round(scale * (int(v) - c)) for v, c in zip(origin.groups(), centre)]
-            line = (_NUMBER.sub(scaled, line[:origin.start()]) + f"origin=({new[0]},{new[1]},{new[2]})"
-                    + _NUMBER.sub(scaled, line[origin.end():]))
+            line = (NUMBER.sub(scaled, line[:origin.start()]) + f"origin=({new[0]},{new[1]},{new[2]})"
+                    + NUMBER.sub(scaled, line[origin.end():]))
         else:
-            line = _NUMBER.sub(scaled, line)
+            line = NUMBER.sub(scaled, line)
         lines.append(line)
     return head + "\n" + "\n".join(lines) + "\n"
 
@@ -532,7 +535,7 @@ def normalize_program(code: str, bounds, half_extent: int = GRID) -> str:
 def program_numbers(code: str) -> list[int]:
     """Every numeric literal in a program after the import line (not the digits of names like ``w0``)."""
     body = code.split("\n", 1)[1]
-    return [int(float(n)) if float(n).is_integer() else float(n) for n in _NUMBER.findall(body)]
+    return [int(float(n)) if float(n).is_integer() else float(n) for n in NUMBER.findall(body)]
 
 
 def operations(code: str) -> set[str]:
@@ -543,16 +546,12 @@ def operations(code: str) -> set[str]:
 def validate(code: str, timeout: float = 3.0):
     """Run ``code`` in the sandbox; return ``(mesh, None)`` if it is one watertight body inside the
     grid (to one unit), else ``(None, reason)``."""
-    from cadlab.cad.sandbox import run_cadquery
-
     result = run_cadquery(code, timeout=timeout)
     if result.kind in ("crash", "timeout"):          # a busy or disturbed machine's fault more often than the program's:
         result = run_cadquery(code, timeout=timeout)  # one more try, so the data do not depend on the load
-    if not result.ok:
-        return None, f"{result.kind}: {result.message}"
-    mesh = result.mesh
-    if not mesh.is_watertight:
-        return None, "mesh is not watertight"
+    mesh = closed_solid(result)
+    if mesh is None:
+        return None, why_invalid(result)
     if mesh.body_count != 1:
         return None, f"{mesh.body_count} separate bodies (the union did not connect them)"
     if np.abs(mesh.bounds).max() > GRID + 1:
@@ -600,10 +599,6 @@ def build_dataset(n: int, start: int = 0, n_points: int = 256, cache_dir=DEFAULT
     an .npz per (start, n, n_points, generator version));
     pass ``cache_dir=None`` to neither read nor write a cache.
     """
-    from tqdm.auto import tqdm
-
-    from cadlab.cad.pointcloud import mesh_to_point_cloud
-
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     path = None if cache_dir is None else cache_path(cache_dir, start, n, n_points)

@@ -13,6 +13,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from cadlab.exercises import attempted
 from cadlab.lm import anatomy
+from cadlab.lm.models import qwen25_config
 
 
 def check_rms_norm(fn) -> bool:
@@ -50,8 +51,6 @@ def check_repeat_kv(fn) -> bool:
 
 def check_parameter_count(fn) -> bool:
     """``fn(config)`` must return what ``anatomy.parameter_breakdown`` counts on the meta-device model."""
-    from cadlab.lm.models import qwen25_config
-
     configs = {
         "Qwen2.5-0.5B": qwen25_config(),
         "untied, 4 KV heads": Qwen2Config(vocab_size=1000, hidden_size=128, intermediate_size=320,

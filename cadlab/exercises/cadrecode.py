@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from transformers import Qwen2Config
 
+from cadlab.cad.cadrecode import CADRecode
+from cadlab.cad.synth import to_grid
 from cadlab.exercises import attempted
 
 PAD, START = 2, 3          # the placeholder and start ids of the tiny vocabulary
@@ -17,10 +20,6 @@ PAD, START = 2, 3          # the placeholder and start ids of the tiny vocabular
 
 def tiny_model(seed: int = 0):
     """A tiny random CADRecode in eval mode (weights ~ N(0, 0.3^2), norms ~ 1)."""
-    from transformers import Qwen2Config
-
-    from cadlab.cad.cadrecode import CADRecode
-
     config = Qwen2Config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=True,
@@ -93,8 +92,6 @@ def check_cached_greedy(fn) -> bool:
 
 def check_to_grid(fn) -> bool:
     """``fn(points)`` -> integer code units: ``cadlab.cad.synth.to_grid`` of every coordinate, as ints."""
-    from cadlab.cad.synth import to_grid
-
     rng = np.random.default_rng(0)
     cases = [np.array([[0.4, -0.25, 1.0], [-1.0, 0.004, 0.006]]), rng.uniform(-1, 1, size=(50, 3))]
     if not attempted(fn, cases[0]):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer, tiny_cadrille, token_ids
 from cadlab.exercises import attempted
 
 
 def _tiny():
-    from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer, tiny_cadrille, token_ids
-
     tokenizer = mini_tokenizer()
     processor = CadrilleProcessor(tokenizer)
     model = tiny_cadrille(token_ids=token_ids(tokenizer), vocab_size=len(tokenizer))

@@ -15,6 +15,7 @@ from transformers import LlamaConfig, Qwen2Config
 
 from cadlab.exercises import attempted
 from cadlab.lm.kvcache import append_kv, decode_attention, kv_cache_bytes
+from cadlab.lm.models import qwen25_config
 
 
 def _call(fn, args, what: str):
@@ -86,8 +87,6 @@ def check_decode_attention(fn) -> bool:
 
 def check_kv_cache_bytes(fn) -> bool:
     """``fn(config, seq_len, batch, dtype)`` must return the bytes of a full KV cache."""
-    from cadlab.lm.models import qwen25_config
-
     configs = {
         "Qwen2.5-0.5B": qwen25_config(),
         "SmolLM2-135M-like": LlamaConfig(hidden_size=576, num_hidden_layers=30, num_attention_heads=9,

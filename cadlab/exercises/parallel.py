@@ -7,13 +7,12 @@ from __future__ import annotations
 import torch
 
 from cadlab.exercises import attempted
+from cadlab.lm.models import tiny_qwen2
 from cadlab.lm.parallel_decoding import jacobi_step, verified_prefix
 
 
 def check_jacobi_step(fn) -> bool:
     """``fn(model, prefix_ids [P], guess [m])`` must return the block after one Jacobi pass [m]."""
-    from cadlab.lm.models import tiny_qwen2
-
     model = tiny_qwen2()
     generator = torch.Generator().manual_seed(5)
     prefix = torch.randint(3, 256, (7,), generator=generator)

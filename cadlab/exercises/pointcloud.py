@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import trimesh
 
+from cadlab.cad.metrics import chamfer_distance_points
+from cadlab.cad.pointcloud import FourierPointEncoder, normalize_mesh
 from cadlab.exercises import attempted
 
 
 def check_fourier_features(fn) -> bool:
     """``fn(points)`` must map (B, N, 3) to CAD-Recode's 51 features, in FourierPointEncoder's order."""
-    from cadlab.cad.pointcloud import FourierPointEncoder
-
     points = torch.rand(2, 7, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
     if not attempted(fn, points):
         return False
@@ -30,10 +31,6 @@ def check_fourier_features(fn) -> bool:
 
 def check_normalize_points(fn) -> bool:
     """``fn(points)`` (N, 3) array -> points with bbox centre at 0 and the longest side spanning [-1, 1]."""
-    import trimesh
-
-    from cadlab.cad.pointcloud import normalize_mesh
-
     rng = np.random.default_rng(0)
     clouds = [rng.random((50, 3)) * [4, 2, 1] + [3, -2, 10], rng.normal(size=(80, 3)) * [1, 5, 2],
               np.array([[0.0, 0, 0], [0, 0, 3], [1, 1, 1]])]
@@ -54,8 +51,6 @@ def check_normalize_points(fn) -> bool:
 
 def check_chamfer(fn) -> bool:
     """``fn(p, q)`` on torch tensors (n, 3), (m, 3) must equal metrics.chamfer_distance_points (raw, not x1000)."""
-    from cadlab.cad.metrics import chamfer_distance_points
-
     generator = torch.Generator().manual_seed(0)
     cases = [(torch.zeros(1, 3, dtype=torch.float64), torch.tensor([[1.0, 0, 0], [3, 0, 0]], dtype=torch.float64)),
              (torch.rand(200, 3, generator=generator, dtype=torch.float64),

@@ -11,6 +11,7 @@ import torch
 
 from cadlab.exercises import attempted
 from cadlab.lm import sampling
+from cadlab.lm.models import tiny_qwen2
 
 
 def _random_logits(seed: int, rows: int = 4, vocab: int = 50) -> torch.Tensor:
@@ -63,8 +64,6 @@ def check_top_p(fn) -> bool:
 
 def check_greedy_loop(fn) -> bool:
     """``fn(model, input_ids, max_new_tokens, eos_token_id)`` must equal greedy ``sampling.generate`` (one row)."""
-    from cadlab.lm.models import tiny_qwen2
-
     model = tiny_qwen2(seed=3)
     prompt = torch.tensor([[5, 17, 42, 99, 7]])
     if not attempted(fn, model, prompt, 1, None):

@@ -27,6 +27,7 @@ import torch
 from transformers import DynamicCache
 
 from cadlab.lm.kvcache import copy_bandwidth, kv_cache_bytes, weight_bytes
+from cadlab.lm.models import load_lm
 from cadlab.lm.sampling import generate, next_token_logits
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint. Describe the colours it discovers."
@@ -123,8 +124,6 @@ def main(argv=None) -> int:
         parser.error("--new-tokens must be >= 2 and --runs >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    from cadlab.lm.models import load_lm
 
     model, tokenizer = load_lm(args.model)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,

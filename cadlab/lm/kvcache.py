@@ -36,6 +36,7 @@ import contextlib
 import math
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -591,8 +592,6 @@ PUBLISHED_CACHE_CONFIGS = {
 
 def published_cache_config(name: str):
     """A config-like object (the attributes ``kv_cache_bytes`` reads) for a ``PUBLISHED_CACHE_CONFIGS`` entry."""
-    from types import SimpleNamespace
-
     if name not in PUBLISHED_CACHE_CONFIGS:
         raise KeyError(f"unknown config {name!r}; known: {', '.join(PUBLISHED_CACHE_CONFIGS)}.")
     entry = PUBLISHED_CACHE_CONFIGS[name]

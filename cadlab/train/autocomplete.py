@@ -1,14 +1,14 @@
-"""Fine-tune SmolLM2-135M-Instruct with LoRA to complete CAD sequences (seed 004), and evaluate it.
+"""Fine-tune SmolLM2-135M-Instruct with LoRA to complete CAD sequences, and evaluate it.
 
-    python -m cadlab.train.autocomplete --minutes 80        # train (resumes the run, else the shipped adapter)
-    python -m cadlab.train.autocomplete --eval              # held-out table: base vs fine-tuned
+    cadlab train-autocomplete --minutes 80        # train (resumes the run, else the shipped adapter)
+    cadlab train-autocomplete --eval              # held-out table: base vs fine-tuned
 
 Data. Parts come from ``cadlab.cad.autocomplete.sample_sequence``: training seeds ``0, 1, 2 ...`` in a
 fixed shuffled order, held-out seeds from ``HELD_OUT_START`` on. One micro-batch is one part:
 ``part_example`` feeds the full text ``"Complete this CAD sequence: {caption}\\n" + serialize(full)``
 + the end token once, with every truncation the public script writes (``_tr_01 .. _tr_05``) as
 per-token weights, since teacher forcing gives all of them the same input. Parts whose text is
-longer than ``max_seq_length`` tokens are left out (counted in the log), never cut: a cut could
+longer than ``max_seq_length`` tokens are left out (counted in each step's ``skipped``), never cut: a cut could
 leave a micro-batch without a label (the seed's NaN) and always drops the end of the completion.
 
 Loss. ``accumulation_step`` over ``accumulation`` parts: summed weighted token cross-entropy over
@@ -17,11 +17,11 @@ the first labelled position on. LoRA (peft; ``cadlab.cad.autocomplete.LoRALinear
 hand) with rank ``r`` on every projection of every layer; the base model stays frozen in fp32.
 Forward and backward run under bf16 autocast on the CPU (``--bf16``, the default).
 
-Optimisation: AdamW, linear warm-up, cosine decay driven by the fraction of the wall-clock budget
-used (``cadlab.train.cadrecode.learning_rate``), gradient norm clipped at 1. Checkpoints (adapter,
-optimizer, RNG, position in the data, log) go to ``RUN_DIR`` every few minutes; each also writes the
-shipped adapter (safetensors, fp16, peft's layout: ``PeftModel.from_pretrained`` loads it), its
-log JSON and loss curves into ``cadlab/weights/autocomplete-lora``. Training time adds up over runs.
+Training is ``cadlab.train.loop`` with the recipe ``AutocompleteRecipe``: AdamW (no weight decay),
+warm-up and cosine over the budget, gradient norm clipped at 1, resumable checkpoints (the adapter
+in fp32, the optimizer, the random state and the position in the data). Each checkpoint also writes
+the shipped adapter (safetensors, fp16, peft's layout: ``PeftModel.from_pretrained`` loads it), its
+log and loss curves into ``cadlab/weights/autocomplete-lora``, whose README is the model card.
 
 Evaluation (``evaluate``): for held-out parts and kept = 1/4, 1/2, 3/4 of their operations, the model
 writes the rest (greedy, or sampled at temperature 0.7 / top-p 0.9 after ``torch.manual_seed``);
@@ -42,14 +42,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from safetensors.torch import save_file
+from transformers import GenerationConfig
 
 from cadlab.cad import autocomplete as ac
+from cadlab.cad import deepcad
+from cadlab.cad.metrics import iou
+from cadlab.cad.sandbox import closed_solid
 from cadlab.lm.memory import set_checkpointing
-from cadlab.lm.models import DECODER_PROJECTIONS
+from cadlab.lm.models import DECODER_PROJECTIONS, load_lm
 from cadlab.paths import AUTOCOMPLETE_LORA_DIR, cache_dir
 from cadlab.train import loop
-from cadlab.train.loop import LoopSettings, apply_threads, flags, save_curves, setting, settings_from, write_log
-from peft import get_peft_model
+from cadlab.train.evaluate import TokenLoss
+from cadlab.train.loop import LoopSettings, setting
 
 WEIGHTS_DIR = AUTOCOMPLETE_LORA_DIR
 RUN_DIR = cache_dir() / "autocomplete-lora-run"
@@ -83,15 +89,11 @@ class TrainSettings(LoopSettings):
 # --------------------------------------------------------------------------------------------
 def load_base(name: str = "SmolLM2-135M-Instruct"):
     """(model, tokenizer) of the course's model, float32, in train mode, nothing trainable yet."""
-    from cadlab.lm.models import load_lm
-
     model, tokenizer = load_lm(name)
     return model, tokenizer
 
 
 def lora_config(settings: TrainSettings):
-    from peft import LoraConfig
-
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=list(TARGETS), bias="none", task_type="CAUSAL_LM")
 
@@ -99,9 +101,6 @@ def lora_config(settings: TrainSettings):
 def save_adapter(model, folder: Path, dtype=torch.float16) -> int:
     """The adapter alone into ``folder`` in peft's layout (``adapter_config.json`` +
     ``adapter_model.safetensors``, weights cast to ``dtype``); returns the file's size in bytes."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype).contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, folder / "adapter_model.safetensors", metadata={"format": "pt"})
@@ -115,8 +114,6 @@ def has_adapter(folder: Path) -> bool:
 
 def attach_adapter(base, folder: Path, trainable: bool):
     """``base`` with the adapter in ``folder`` (fp16 on disk, the model's dtype in memory)."""
-    from peft import PeftModel
-
     return PeftModel.from_pretrained(base, str(folder), is_trainable=trainable)
 
 
@@ -151,7 +148,7 @@ def training_order(settings: TrainSettings) -> list[int]:
 
 def part_micro_batch(tokenizer, seed: int, max_seq_length: int | None):
     """``part_example`` of part ``seed``, or None when its text is longer than ``max_seq_length``."""
-    caption, full = ac.sample_sequence(seed)
+    caption, full = deepcad.sample_sequence(seed)
     example = ac.part_example(tokenizer, caption, full)
     if max_seq_length is not None and len(example["input_ids"]) > max_seq_length:
         return None
@@ -171,19 +168,22 @@ def held_out_seeds(n: int, tokenizer=None, max_seq_length: int | None = None) ->
 @torch.no_grad()
 def held_out_loss(model, micro_batches) -> float:
     """Weighted token cross-entropy (nats) over ``micro_batches``, as the training loss, no gradient."""
+    return _token_loss(model, tokenizer=None, micro_batches=micro_batches).mean("all")
+
+
+@torch.no_grad()
+def _token_loss(model, tokenizer, micro_batches) -> TokenLoss:
+    """``TokenLoss`` of ``model`` over ``micro_batches``, each token weighted as in training."""
     was = model.training
     model.eval()
-    total, weight = 0.0, 0.0
+    loss = TokenLoss(tokenizer)
+    device = next(model.parameters()).device
     for mb in micro_batches:
         ids, labels, mask = ac._batch(mb)
-        w = ac._token_weights(mb, labels)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
-                                                ignore_index=-100, reduction="none")
-        total += float((nll * w).sum())
-        weight += float(w.sum())
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        loss.add(logits, labels, ac._token_weights(mb, labels))
     model.train(was)
-    return total / weight
+    return loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,8 +273,7 @@ class AutocompleteRecipe:
             save_adapter(model, Path(folder), dtype=torch.float32)
             return
         log["config"]["adapter_bytes"] = save_adapter(model, Path(folder))
-        write_log(log, folder)
-        save_curves(draw_curves, log, Path(folder) / "loss_curves.png")
+        loop.save_log_and_curves(log, folder, draw_curves)
 
 
 def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
@@ -299,11 +298,9 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: 
     """The model's continuation of each prompt, up to and including the close ``" ]}"`` (or the end
     token, or ``max_new_tokens``). Left-padded batches; greedy, or the seed's sampling (temperature
     0.7, top-p 0.9) after ``torch.manual_seed(seed + batch index)``."""
-    from transformers import GenerationConfig
-
     eos = tokenizer.eos_token_id
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=eos, eos_token_id=eos,
-                              stop_strings=[ac.CLOSE], **(SAMPLING if sample else {}))
+                              stop_strings=[deepcad.CLOSE], **(SAMPLING if sample else {}))
     out = []
     for b in range(0, len(prompts), batch_size):
         encoded = [tokenizer(p)["input_ids"] for p in prompts[b:b + batch_size]]
@@ -315,30 +312,29 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: 
         generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=tokenizer)
         for row in generated[:, width:]:
             text = tokenizer.decode([t for t in row.tolist() if t != eos])
-            cut = text.find(ac.CLOSE)
-            out.append(text if cut < 0 else text[:cut + len(ac.CLOSE)])
+            cut = text.find(deepcad.CLOSE)
+            out.append(text if cut < 0 else text[:cut + len(deepcad.CLOSE)])
     return out
 
 
 def score_completion(full: dict, kept: int, completion: str, truth_mesh) -> dict:
     """``{"parsed", "valid", "iou"}`` of the kept text + ``completion``: ``json.loads``, a solid from the
     sandbox, and its volume IoU with ``truth_mesh`` in place (0 when invalid)."""
-    from cadlab.cad.metrics import iou
-
-    kept_text = ac.serialize(full, kept)
+    kept_text = deepcad.serialize(full, kept)
     text = kept_text + completion
     try:
-        doc = ac.parse(text)
+        doc = deepcad.parse(text)
     except json.JSONDecodeError as error:           # where it broke, for the error table
         return {"parsed": False, "valid": False, "iou": 0.0, "error": error.msg,
                 "error_at": error.pos - len(kept_text), "near": text[max(0, error.pos - 24):error.pos + 4]}
     except (KeyError, TypeError, AttributeError) as error:
         return {"parsed": False, "valid": False, "iou": 0.0, "error": f"not a sequence: {type(error).__name__}"}
-    result, _ = ac.build_solid(doc)
-    if result is None or not result.ok or result.mesh is None:
+    result, _ = deepcad.build_solid(doc)
+    solid = None if result is None else closed_solid(result)
+    if solid is None:
         return {"parsed": True, "valid": False, "iou": 0.0}
     try:
-        value = float(iou(truth_mesh, result.mesh, normalize=False))
+        value = float(iou(truth_mesh, solid, normalize=False))
     except Exception:                        # noqa: BLE001 - a degenerate solid counts as invalid
         return {"parsed": True, "valid": False, "iou": 0.0}
     return {"parsed": True, "valid": True, "iou": value}
@@ -362,15 +358,15 @@ def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", 
     if given, is called after each decoding with the table so far (so a long run can save as it goes)."""
     truths, items = {}, []
     for s in seeds:
-        caption, full = ac.sample_sequence(s)
-        result, _ = ac.build_solid(full, timeout=30)
+        caption, full = deepcad.sample_sequence(s)
+        result, _ = deepcad.build_solid(full, timeout=30)
         truths[s] = (caption, full, result.mesh)
-        text = ac.PROMPT.format(caption=caption) + ac.serialize(full)
+        text = ac.PROMPT.format(caption=caption) + deepcad.serialize(full)
         n_full = len(tokenizer(text)["input_ids"]) + 1
         for f in fractions:
             kept = kept_for(len(full["sequence"]), f)
-            prompt = ac.PROMPT.format(caption=caption) + ac.serialize(full, kept)
-            items.append({"seed": s, "family": ac.family_of(s), "fraction": f, "kept": kept,
+            prompt = ac.PROMPT.format(caption=caption) + deepcad.serialize(full, kept)
+            items.append({"seed": s, "family": deepcad.family_of(s), "fraction": f, "kept": kept,
                           "ops": len(full["sequence"]), "prompt": prompt,
                           "truth_tokens": n_full - len(tokenizer(prompt)["input_ids"])})
     items.sort(key=lambda it: it["truth_tokens"])
@@ -403,22 +399,9 @@ def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", 
 def loss_by_kind(model, tokenizer, seeds) -> dict:
     """Held-out weighted loss (as in training) split by the kind of token predicted: ``digits`` (the
     numbers: sizes, positions, extents) and ``structure`` (keys, brackets, names, the end token)."""
-    digits = torch.tensor(sorted(i for t, i in tokenizer.get_vocab().items() if t.isdigit()))
-    sums, counts = {"all": 0.0, "digits": 0.0, "structure": 0.0}, {"all": 0.0, "digits": 0.0, "structure": 0.0}
-    model.eval()
-    for seed in seeds:
-        mb = part_micro_batch(tokenizer, seed, None)
-        ids, labels, mask = ac._batch(mb)
-        w = ac._token_weights(mb, labels)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:],
-                                                ignore_index=-100, reduction="none")
-        is_digit = torch.isin(labels[:, 1:], digits)
-        for kind, select in (("all", torch.ones_like(is_digit)), ("digits", is_digit), ("structure", ~is_digit)):
-            sums[kind] += float((nll * w * select).sum())
-            counts[kind] += float((w * select).sum())
-    return {k: round(sums[k] / max(counts[k], 1e-9), 4) for k in sums} | {
-        "digit_share": round(counts["digits"] / counts["all"], 4)}
+    loss = _token_loss(model, tokenizer, [part_micro_batch(tokenizer, seed, None) for seed in seeds])
+    return {"all": round(loss.mean("all"), 4), "digits": round(loss.mean("digits"), 4),
+            "structure": round(loss.mean("other"), 4), "digit_share": round(loss.digit_share(), 4)}
 
 
 @torch.no_grad()
@@ -430,21 +413,21 @@ def stop_decisions(model, tokenizer, seeds) -> dict:
     ``" ]}"``); the model decides right when the truth's one has the higher logit. Returns the rates
     for ``continue`` (k < n) and ``close`` (k = n) decisions, and per part the probability the model
     gives to closing where it should close."""
-    go, stop = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (ac.SEPARATOR, ac.CLOSE))
+    go, stop = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (deepcad.SEPARATOR, deepcad.CLOSE))
     right = {"continue": [], "close": []}
     p_close = {}
     model.eval()
     for seed in seeds:
-        caption, full = ac.sample_sequence(seed)
+        caption, full = deepcad.sample_sequence(seed)
         prompt = ac.PROMPT.format(caption=caption)
-        encoding = tokenizer(prompt + ac.serialize(full), return_offsets_mapping=True)
+        encoding = tokenizer(prompt + deepcad.serialize(full), return_offsets_mapping=True)
         starts = {start: i for i, (start, end) in enumerate(encoding["offset_mapping"]) if end > start}
         logits = model(input_ids=torch.tensor([encoding["input_ids"]])).logits[0].float()
         n = len(full["sequence"])
         for k in range(1, n + 1):
             if full["sequence"][k - 1]["type"] != "ExtrudeFeature":
                 continue
-            at = starts[len(prompt) + len(ac.serialize(full, k))]       # the decision token's position
+            at = starts[len(prompt) + len(deepcad.serialize(full, k))]       # the decision token's position
             pair = torch.softmax(logits[at - 1, [go, stop]], dim=0)
             kind = "close" if k == n else "continue"
             right[kind].append(bool(pair[1] > pair[0]) == (kind == "close"))
@@ -505,10 +488,10 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", type=int, default=16, help="--eval: held-out parts")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped adapter is written")
-    flags(parser, TrainSettings)
+    loop.flags(parser, TrainSettings)
     args = parser.parse_args(argv)
-    settings = settings_from(args, TrainSettings)
-    apply_threads(settings)
+    settings = loop.settings_from(args, TrainSettings)
+    loop.apply_threads(settings)
     if args.eval:
         print_table(run_evaluation(args.out, parts=args.parts, which=args.which))
         return 0

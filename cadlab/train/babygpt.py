@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,9 +25,8 @@ import torch.nn.functional as F
 
 from cadlab.lm.babygpt import CORPUS, BabyGPT, CharTokenizer, count_parameters
 from cadlab.paths import BABYGPT_DIR
-from dataclasses import asdict, dataclass
 from cadlab.train import loop
-from cadlab.train.loop import LoopSettings, apply_threads, flags, setting, settings_from
+from cadlab.train.loop import LoopSettings, setting
 
 
 def load_corpus(path=CORPUS, val_fraction: float = 0.1):
@@ -157,7 +157,7 @@ def train_model(model: BabyGPT, train_ids: torch.Tensor, val_ids: torch.Tensor, 
 
 def plot_log(log: dict, path=None):
     """Per-step training loss and the periodic train/val estimates; saved to ``path`` if given."""
-    import matplotlib
+    import matplotlib  # deferred: the backend must be chosen before pyplot is imported
     if path is not None:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -199,15 +199,15 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", default=str(CORPUS), help="the text to learn")
     parser.add_argument("--out", default=str(BABYGPT_DIR), help="folder for model.pth, config.json, tokenizer.json, logs")
     parser.add_argument("--run-dir", type=Path, default=None, help="where a resumable run state is kept (default: none)")
-    flags(parser, TrainSettings)
+    loop.flags(parser, TrainSettings)
     args = parser.parse_args(argv)
-    settings = settings_from(args, TrainSettings)
+    settings = loop.settings_from(args, TrainSettings)
     for name in ("max_steps", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "checkpoint_every"):
         if getattr(settings, name) is None or getattr(settings, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
     if not Path(args.corpus).is_file():
         parser.error(f"corpus file not found: {args.corpus}")
-    apply_threads(settings)
+    loop.apply_threads(settings)
     out = Path(args.out)
     tokenizer, train_ids, val_ids = load_corpus(args.corpus)
     model_config = dict(vocab_size=tokenizer.vocab_size, block_size=settings.block_size, n_layer=settings.n_layer,

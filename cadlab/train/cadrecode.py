@@ -1,22 +1,20 @@
 """Train the course's mini CAD-Recode on synthetic programs, and evaluate it on held-out shapes.
 
-    python -m cadlab.train.cadrecode                 # train (resumes from the last checkpoint)
-    python -m cadlab.train.cadrecode --eval          # held-out metrics of the shipped model: greedy,
+    cadlab train-cadrecode --minutes 80              # train (resumes its run, else the shipped model)
+    cadlab train-cadrecode --eval                    # held-out metrics of the shipped model: greedy,
                                                      # best of 8, + fitted numbers (cadlab.cad.reconstruct)
 
-Data. ``cadlab.cad.synth.build_dataset`` turns seeds into (program, 256-point cloud) pairs. Training
-seeds come in chunks of ``CHUNK`` from 0 upwards; the held-out test set is seeds
-``TEST_START .. TEST_START + TEST_SEEDS - 1``, far from any training chunk. Training uses every
-chunk already in the cache, and looks again at the start of every epoch, so a dataset built in
-another process joins the run as it grows.
+Data (``cadlab.cad.part_sets``). ``cadlab.cad.synth.build_dataset`` turns seeds into (program,
+256-point cloud) pairs. Training seeds come in chunks of ``CHUNK`` from 0 upwards; the held-out
+test set is seeds ``TEST_START .. TEST_START + TEST_SEEDS - 1``, far from any training chunk. A run
+trains on every chunk in the cache when it starts (``--min-chunks`` builds the missing ones).
 
 Tokenizer. A byte-level BPE trained on the programs (``build_tokenizer``). Every digit is split
 off before BPE, as Qwen2's own pre-tokenizer does, so ``-148`` is written ``-``, ``1``, ``4``, ``8``
 and the merges learn only the fixed syntax (``.finalize().extrude(``). Digits make a number a
 short sequence of 10-way choices whose first choice is coarse (is the side above 100?) instead of
-one of ~450 unrelated whole-number tokens; a first run with whole-number tokens learned the
-programs' prior and barely read the points (held-out loss 2.112 with the true clouds vs 2.131 with
-shuffled ones after 1,700 steps). The three Qwen special tokens keep their roles: ``<|im_end|>`` is
+one of ~450 unrelated whole-number tokens (the model card next to the weights says what a
+whole-number tokenizer did). The three Qwen special tokens keep their roles: ``<|im_end|>`` is
 the placeholder at the 256 point positions (and the pad), ``<|im_start|>`` opens the code,
 ``<|endoftext|>`` ends it. Byte-level, so any text round-trips.
 
@@ -31,15 +29,11 @@ token) of ``-log p(token | points, previous code)``: the points are never predic
 right-padded (mask 0, label -100). Augmentation as in CAD-Recode: with probability 1/2 a cloud
 gets Gaussian noise of std 0.01 (in the [-1, 1] frame) on every coordinate.
 
-Mixed precision (``--bf16``, the default): the forward and backward passes run under
-``torch.autocast("cpu", dtype=torch.bfloat16)`` -- a CPU with bf16 instructions (AVX512-BF16,
-AMX) multiplies bf16 matrices about twice as fast -- while weights, gradients and AdamW's state
-stay fp32, so the saved checkpoint is an ordinary fp32 model. The validation loss is computed in fp32.
-
-Optimisation: AdamW, linear warm-up, then a cosine decay driven by the fraction of the wall-time
-budget (``--minutes``) used, so a run on a busy CPU still ends with a small learning rate.
-Checkpoints (model, optimizer, step, log) are written every few minutes; the model, config,
-tokenizer, loss-curve PNG and log JSON also go to ``cadlab/weights/mini-cadrecode``.
+Training is ``cadlab.train.loop`` with the recipe ``CADRecodeRecipe``: AdamW (betas 0.9, 0.98;
+weight decay 0.05 on matrices), warm-up and cosine over the budget, bf16 autocast (a CPU with bf16
+instructions multiplies bf16 matrices about twice as fast; weights stay fp32), resumable
+checkpoints; the model, tokenizer, log and curves go to ``cadlab/weights/mini-cadrecode``, whose
+README is the model card. The held-out loss (``loss_report``) is computed in fp32.
 """
 
 from __future__ import annotations
@@ -52,22 +46,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerFast
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast, Qwen2Config
 
-from cadlab.cad.cadrecode import END_TOKEN, POINT_TOKEN, START_TOKEN, CADRecode
+from cadlab.cad.cadrecode import END_TOKEN, POINT_TOKEN, START_TOKEN, CADRecode, load_cadrecode
 from cadlab.cad.part_sets import CHUNK, TEST_SEEDS, TEST_START, held_out_set, train_data, workshop_parts
+from cadlab.cad.reconstruct import error_anatomy, reconstruct
+from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import MINI_CADRECODE_DIR, cache_dir
 from cadlab.train import loop
-from cadlab.train.loop import (
-    LoopSettings,
-    apply_threads,
-    flags,
-    no_weight_decay_groups,
-    save_curves,
-    setting,
-    settings_from,
-    write_log,
-)
+from cadlab.train.evaluate import TokenLoss, score_against_truth, summarize_stage
+from cadlab.train.loop import LoopSettings, setting
 
 WEIGHTS_DIR = MINI_CADRECODE_DIR
 SPECIAL_TOKENS = (END_TOKEN, START_TOKEN, POINT_TOKEN)   # ids 0, 1, 2 in the mini tokenizer
@@ -80,9 +71,6 @@ NOISE_STD, NOISE_P = 0.01, 0.5
 # --------------------------------------------------------------------------------------------
 def build_tokenizer(codes, vocab_size: int = 512):
     """A byte-level BPE ``PreTrainedTokenizerFast`` trained on ``codes``, Qwen's three special tokens first."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),      # one token per digit, as in Qwen2
@@ -113,8 +101,6 @@ def encode_program(tokenizer, code: str) -> list[int]:
 def mini_config(vocab_size: int, hidden_size: int = 256, layers: int = 4, heads: int = 4, kv_heads: int = 2,
                 intermediate_size: int = 768):
     """A few-layer Qwen2 config (tied embeddings, RoPE) for the mini model; ids follow ``SPECIAL_TOKENS``."""
-    from transformers import Qwen2Config
-
     return Qwen2Config(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
                        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
                        max_position_embeddings=1024, rms_norm_eps=1e-6, tie_word_embeddings=True,
@@ -181,8 +167,6 @@ class TrainSettings(LoopSettings):
 
 def draw_curves(ax, log: dict) -> None:
     """Training loss (per logged step, and smoothed) and held-out loss against steps, log scale, on ``ax``."""
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
-
     train = log.get("train", [])
     if train:
         steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
@@ -203,44 +187,26 @@ def draw_curves(ax, log: dict) -> None:
     ax.legend()
 
 
-def _tokens_by_kind(tokenizer, labels: torch.Tensor) -> torch.Tensor:
-    """A bool mask, True where a label is a digit token (the numbers the points must determine)."""
-    digits = {i for t, i in tokenizer.get_vocab().items() if t.isdigit()}
-    return torch.isin(labels, torch.tensor(sorted(digits))) if digits else torch.zeros_like(labels, dtype=torch.bool)
-
-
 @torch.no_grad()
-def loss_report(model, tokenizer, programs, clouds, batch_size: int = 16, shuffle_seed: int = 0) -> dict:
-    """Held-out code-token cross-entropy: all tokens, digit tokens, syntax (non-digit) tokens, and all
-    tokens again with each program paired with *another* example's cloud (a derangement). If the model
-    reads the points, the shuffled loss is clearly higher than the true one."""
+def loss_report(model, tokenizer, programs, clouds, batch_size: int = 16) -> dict:
+    """Held-out code-token cross-entropy (``TokenLoss``): all tokens, digit tokens, syntax (non-digit)
+    tokens, and all tokens again with each program paired with *another* example's cloud (a
+    derangement). If the model reads the points, the shuffled loss is clearly higher than the true one."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     perm = list(range(len(programs)))
     if len(perm) > 1:
         perm = perm[1:] + perm[:1]                    # each program gets its neighbour's cloud
-    sums = {"loss": 0.0, "digits": 0.0, "syntax": 0.0, "shuffled": 0.0}
-    counts = {k: 0 for k in sums}
+    true, shuffled = TokenLoss(tokenizer), TokenLoss(tokenizer)
     for i in range(0, len(programs), batch_size):
-        for key, order in (("loss", list(range(i, min(i + batch_size, len(programs))))),
-                           ("shuffled", perm[i:i + batch_size])):
+        for loss, order in ((true, list(range(i, min(i + batch_size, len(programs))))), (shuffled, perm[i:i + batch_size])):
             batch = collate(tokenizer, programs[i:i + batch_size], clouds[order])
-            logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits.float().cpu()
-            labels = batch["labels"][:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=-100,
-                                                    reduction="none")
-            valid = labels != -100
-            sums[key] += float(nll[valid].sum())
-            counts[key] += int(valid.sum())
-            if key == "loss":
-                digit = _tokens_by_kind(tokenizer, labels) & valid
-                sums["digits"] += float(nll[digit].sum())
-                counts["digits"] += int(digit.sum())
-                sums["syntax"] += float(nll[valid & ~digit].sum())
-                counts["syntax"] += int((valid & ~digit).sum())
+            logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits
+            loss.add(logits, batch["labels"])
     model.train(was_training)
-    return {k: round(sums[k] / max(counts[k], 1), 5) for k in sums}
+    return {"loss": round(true.mean("all"), 5), "digits": round(true.mean("digits"), 5),
+            "syntax": round(true.mean("other"), 5), "shuffled": round(shuffled.mean("all"), 5)}
 
 
 class CADRecodeRecipe:
@@ -269,16 +235,23 @@ class CADRecodeRecipe:
 
     def load_model(self, folder: Path) -> CADRecode:
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
-        return CADRecode.from_pretrained(folder)
+        return self._ends(CADRecode.from_pretrained(folder))
 
     def new_model(self) -> CADRecode:
         s = self.settings
         self.tokenizer = build_tokenizer(tokenizer_corpus(self.data))
-        return CADRecode(mini_config(len(self.tokenizer), s.hidden_size, s.layers, s.heads, s.kv_heads,
-                                     s.intermediate_size))
+        return self._ends(CADRecode(mini_config(len(self.tokenizer), s.hidden_size, s.layers, s.heads, s.kv_heads,
+                                                s.intermediate_size)))
+
+    def _ends(self, model: CADRecode) -> CADRecode:
+        """The special tokens in the generation config, so the saved model decodes on its own."""
+        model.generation_config.pad_token_id = self.tokenizer.convert_tokens_to_ids(POINT_TOKEN)
+        model.generation_config.eos_token_id = self.tokenizer.convert_tokens_to_ids(END_TOKEN)
+        model.generation_config.bos_token_id = self.tokenizer.convert_tokens_to_ids(START_TOKEN)
+        return model
 
     def optimizer(self, model) -> torch.optim.Optimizer:
-        groups = no_weight_decay_groups(model.named_parameters(), self.settings.lr, weight_decay=0.05)
+        groups = loop.no_weight_decay_groups(model.named_parameters(), self.settings.lr, weight_decay=0.05)
         return torch.optim.AdamW(groups, lr=self.settings.lr, betas=(0.9, 0.98))
 
     def config(self, model) -> dict:
@@ -315,14 +288,7 @@ class CADRecodeRecipe:
 
     def save(self, model, folder: Path, log: dict, shipped: bool) -> None:
         """Model (safetensors), config, generation config and tokenizer; shipped, also the log and curves."""
-        model.generation_config.pad_token_id = self.tokenizer.convert_tokens_to_ids(POINT_TOKEN)
-        model.generation_config.eos_token_id = self.tokenizer.convert_tokens_to_ids(END_TOKEN)
-        model.generation_config.bos_token_id = self.tokenizer.convert_tokens_to_ids(START_TOKEN)
-        model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        if shipped:
-            write_log(log, folder)
-            save_curves(draw_curves, log, Path(folder) / "loss_curves.png")
+        loop.save_pretrained(model, self.tokenizer, folder, log, shipped, draw_curves)
 
 
 def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
@@ -366,9 +332,6 @@ def ablate(minutes: float = 12.0, names=None, chunks: int = 8, n_shapes: int = 4
     A finished row is kept in ``root/<name>/result.json``, so a rerun skips it and two processes can
     share the list; every finished row (in ``ABLATIONS`` order) is then copied into the shipped log as
     ``log["ablations"]``."""
-    from cadlab.cad.cadrecode import load_cadrecode
-    from cadlab.cad.sandbox import run_cadquery
-
     log_path = Path(out_dir) / "training_log.json"
     base = json.loads(log_path.read_text())["runs"][0]["settings"]
     data = train_data(min_chunks=chunks, max_chunks=chunks, progress=progress)
@@ -401,32 +364,6 @@ def ablate(minutes: float = 12.0, names=None, chunks: int = 8, n_shapes: int = 4
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
-def score_against_truth(candidate, truth) -> dict | None:
-    """IoU and Chamfer x1000 of a pool candidate against the true solid, in the papers' frame (each
-    solid by its own bounding box into a unit cube, 8192 surface samples); None if it is invalid."""
-    from cadlab.cad.metrics import CD_SCALE, chamfer_distance, iou
-
-    if candidate is None or candidate.mesh is None:
-        return None
-    try:
-        return {"iou": float(iou(truth, candidate.mesh)), "cd_x1000": float(chamfer_distance(truth, candidate.mesh) * CD_SCALE)}
-    except Exception:                 # noqa: BLE001 - a non-manifold result counts as invalid
-        return None
-
-
-def summarize_stage(scores) -> dict:
-    """Mean IoU (valid only, and with invalid as 0), median / mean Chamfer x1000 and the invalid ratio."""
-    valid = [s for s in scores if s is not None]
-    return {
-        "shapes": len(scores),
-        "mean_iou": float(np.mean([s["iou"] for s in valid])) if valid else None,
-        "mean_iou_invalid_as_0": float(np.sum([s["iou"] for s in valid]) / len(scores)) if scores else None,
-        "median_cd_x1000": float(np.median([s["cd_x1000"] for s in valid])) if valid else None,
-        "mean_cd_x1000": float(np.mean([s["cd_x1000"] for s in valid])) if valid else None,
-        "invalid_ratio": 1 - len(valid) / len(scores) if scores else None,
-    }
-
-
 def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: bool = True,
                  fit_seconds: float = 5.0, names=None, truth_codes=None, progress: bool = True) -> dict:
     """Run ``cadlab.cad.reconstruct.reconstruct`` (the course's one pipeline) on every true solid and score
@@ -435,10 +372,6 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
     Returns a summary per stage, per-shape rows and seconds per shape; with the true programs
     (``truth_codes``, in the training programs' form) also ``anatomy``: ``error_anatomy`` of the greedy
     and the fitted programs (right plane, right kind of part, right skeleton, numbers off by how much)."""
-    from tqdm.auto import tqdm
-
-    from cadlab.cad.reconstruct import error_anatomy, reconstruct
-
     rows = []
     for i, truth in enumerate(tqdm(truths, desc="reconstruct + score", disable=not progress)):
         rec = reconstruct(truth, model, tokenizer, samples=samples, fit=fit, fit_seconds=fit_seconds,
@@ -472,9 +405,6 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, pipeline_shapes
     """Held-out metrics into the log: (a) the synthetic held-out set, greedy on ``n_shapes`` (default
     all) and the whole pipeline (best of ``samples`` + fit) on the first ``pipeline_shapes``; (b) the
     hand-written workshop parts, the same three stages. Every program runs in the sandbox."""
-    from cadlab.cad.cadrecode import load_cadrecode
-    from cadlab.cad.sandbox import run_cadquery
-
     model, tokenizer = load_cadrecode(model_dir)
     test = held_out_set(progress=progress)
     n = len(test["codes"]) if n_shapes is None else min(n_shapes, len(test["codes"]))
@@ -530,20 +460,20 @@ def main(argv=None) -> int:
                              "on the same --min-chunks chunks, and add the results to the shipped log")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
-    flags(parser, TrainSettings)
+    loop.flags(parser, TrainSettings)
     parser.add_argument("--shapes", type=int, default=None, help="--eval: held-out shapes for greedy (default all)")
     parser.add_argument("--pipeline-shapes", type=int, default=None,
                         help="--eval: held-out shapes for the whole pipeline (default all)")
     parser.add_argument("--samples", type=int, default=8, help="--eval: the pool size of best-of-k (greedy + k-1 sampled)")
     parser.add_argument("--fit-seconds", type=float, default=5.0, help="--eval: time budget of the fit per shape")
     args = parser.parse_args(argv)
-    settings = settings_from(args, TrainSettings)
+    settings = loop.settings_from(args, TrainSettings)
     if args.eval:
         torch.set_num_threads(settings.threads or 1)
         print_eval(evaluate(args.out, n_shapes=args.shapes, pipeline_shapes=args.pipeline_shapes,
                             samples=args.samples, fit_seconds=args.fit_seconds))
         return 0
-    apply_threads(settings)
+    loop.apply_threads(settings)
     if args.ablate is not None:
         unknown = [n for n in args.ablate if n not in ABLATIONS]
         if unknown:

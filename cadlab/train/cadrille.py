@@ -1,8 +1,8 @@
 """Train the course's mini Cadrille on synthetic parts, in all three modes, and evaluate it per mode.
 
-    python -m cadlab.train.cadrille --minutes 30 --threads 1    # build the data, train (resumes its run,
-                                                                # else continues from the shipped model)
-    python -m cadlab.train.cadrille --eval --shapes 60          # held-out metrics per mode into the log
+    cadlab train-cadrille --minutes 30 --threads 1    # build the data, train (resumes its run,
+                                                      # else continues from the shipped model)
+    cadlab train-cadrille --eval --shapes 60          # held-out metrics per mode into the log
 
 The model. A tiny Qwen2-VL (``cadlab.cad.cadrille.Cadrille``): its language model is the mini CAD-Recode's
 (``load_language_model``: same tokenizer plus Qwen2-VL's special tokens, same backbone shape), its point
@@ -29,30 +29,40 @@ One optimizer step = one micro-batch per mode (``rows`` pc, img and text items),
 loss is their mean, so each mode weighs the same whatever its length. (A mixed collate gives the same
 per-row losses, but pads the short text rows to the 256 extra positions of the point rows.) Text rows
 take the expert level most often (``LEVEL_WEIGHTS``). Point clouds get CAD-Recode's noise (std 0.01
-with probability 1/2). AdamW; the language model and point encoder start at a lower peak rate than the
-new vision tower; linear warm-up, then cosine over the wall-time budget (``--minutes``). bf16 autocast.
-Checkpoints every few minutes (``--checkpoint-minutes``) in the run folder; the model, tokenizer, log and
-curves go to ``cadlab/weights/mini-cadrille``.
+with probability 1/2). Training is ``cadlab.train.loop`` with the recipe ``CadrilleRecipe``: AdamW, the
+language model and point encoder at a lower peak rate than the new vision tower (``--vision-lr``),
+warm-up and cosine over the budget, bf16 autocast, resumable checkpoints; the model, tokenizer, log
+and curves go to ``cadlab/weights/mini-cadrille``, whose README is the model card.
 
 Evaluation (``evaluate``): greedy, one part at a time, for each mode through the course's one score path
 (``cadlab.cad.reconstruct.score_program``: the sandbox, ``closed_solid``) and
-``train_cadrecode.score_against_truth`` (IoU and Chamfer x1000 in the papers' frame: each solid by its
+``cadlab.train.evaluate.score_against_truth`` (IoU and Chamfer x1000 in the papers' frame: each solid by its
 own bounding box into [0, 1]^3, 8192 surface samples); invalid rate and seconds per reconstruction.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
+import multiprocessing
 import random
+import re
 import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
+from cadlab.cad.cadrecode import MINI_MODEL_DIR, load_cadrecode
 from cadlab.cad.cadrille import (
     MINI_CADRILLE_DIR,
     MODES,
@@ -61,19 +71,22 @@ from cadlab.cad.cadrille import (
     cadrille_config,
     collate,
     generate_code,
+    load_cadrille,
     load_language_model,
     mini_tokenizer,
     token_ids,
 )
 from cadlab.cad.describe import LEVELS, describe
-from cadlab.cad.reconstruct import error_anatomy
+from cadlab.cad.part_sets import TEST_START, held_out_set
+from cadlab.cad.pointcloud import mesh_to_point_cloud
+from cadlab.cad.reconstruct import error_anatomy, score_program
+from cadlab.cad.render import render_views
+from cadlab.cad.sandbox import run_cadquery
+from cadlab.cad.synth import FAMILIES, GENERATOR_VERSION, generate_part, normalized_program
 from cadlab.paths import cache_dir
-from cadlab.train.cadrecode import score_against_truth
 from cadlab.train import loop
-from cadlab.train.loop import LoopSettings, apply_threads, flags, no_weight_decay_groups, save_curves, setting, settings_from, write_log
-from transformers import PreTrainedTokenizerFast
-from transformers.utils import logging as hf_logging
-from cadlab.cad.cadrecode import load_cadrecode
+from cadlab.train.evaluate import TokenLoss, score_against_truth, summarize_stage
+from cadlab.train.loop import LoopSettings, setting
 
 WEIGHTS_DIR = MINI_CADRILLE_DIR
 CACHE = cache_dir()
@@ -94,10 +107,6 @@ NOISE_STD, NOISE_P = 0.01, 0.5
 # --------------------------------------------------------------------------------------------
 def measure_part_seconds(seeds=range(5)) -> dict:
     """Median seconds per part of each data stage (sandbox + normalize, point cloud, render), warm."""
-    from cadlab.cad.pointcloud import mesh_to_point_cloud
-    from cadlab.cad.render import render_views
-    from cadlab.cad.synth import normalized_program
-
     normalized_program(0)                                  # start the sandbox worker first
     times = {"sandbox": [], "points": [], "render": []}
     for seed in seeds:
@@ -122,13 +131,6 @@ def describe_all(code: str, family: str, seed: int) -> list[str]:
 
 def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str = "cadrille parts") -> dict:
     """Programs -> sandbox -> points, picture, descriptions, for ``seeds`` (``codes``/``points``: already known)."""
-    from tqdm.auto import tqdm
-
-    from cadlab.cad.pointcloud import mesh_to_point_cloud
-    from cadlab.cad.render import render_views
-    from cadlab.cad.sandbox import run_cadquery
-    from cadlab.cad.synth import generate_part, normalized_program
-
     out = {"codes": [], "seeds": [], "families": [], "points": [], "images": [], "descriptions": [], "rejected": 0}
     for k, seed in enumerate(tqdm(list(seeds), desc=desc, disable=not progress)):
         if codes is None:
@@ -172,8 +174,6 @@ def _load(path: Path) -> dict:
 
 
 def _chunk_path(cache_dir, start: int, n: int) -> Path:
-    from cadlab.cad.synth import GENERATOR_VERSION
-
     return Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
 
 
@@ -192,9 +192,6 @@ def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int
     chunks = [(start, min(PART_CHUNK, n - start)) for start in range(0, n, PART_CHUNK)]
     missing = [c for c in chunks if not _chunk_path(cache_dir, *c).exists()]
     if missing and workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         print(f"building {sum(k for _, k in missing):,} parts in {len(missing)} chunks, {workers} processes")
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(_build_chunk, *zip(*missing), [cache_dir] * len(missing), [False] * len(missing)))
@@ -212,9 +209,6 @@ def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int
 def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True) -> dict:
     """The first ``n`` held-out shapes of the mini CAD-Recode (same programs, same point clouds), rendered
     and described."""
-    from cadlab.cad.part_sets import held_out_set
-    from cadlab.cad.synth import GENERATOR_VERSION
-
     path = Path(cache_dir) / f"heldout_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
     if path.exists():
         return _load(path)
@@ -229,8 +223,6 @@ def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True) -> dict:
 def fresh_text_item(seed: int, rng: random.Random) -> dict:
     """A text row from a program that never ran: any family but the random unions (whose raw programs
     are not in the normalized frame until the sandbox has measured them)."""
-    from cadlab.cad.synth import FAMILIES, generate_part
-
     family = rng.choice([f for f in FAMILIES if f != "union"])
     name, code = generate_part(seed, family)
     return {"description": describe(code, name, _level(rng), seed), "answer": code}
@@ -242,8 +234,6 @@ def _level(rng: random.Random) -> str:
 
 def make_items(data: dict, index, mode: str, rng: random.Random, noise: bool = True) -> list[dict]:
     """Training items of ``mode`` for the parts ``index`` (each with its program as the answer)."""
-    from PIL import Image
-
     items = []
     for i in index:
         if mode == "pc":
@@ -296,11 +286,6 @@ def describer_words(programs: int = 600, min_count: int = 3) -> list[str]:
     but the unions, all four levels), with its leading space (or as the first word of a description),
     seen at least ``min_count`` times and never a substring of any of those programs, so the code's own
     tokens are untouched. Most frequent first (ties alphabetical): a pure function of its arguments."""
-    import re
-    from collections import Counter
-
-    from cadlab.cad.synth import FAMILIES, generate_part
-
     families = [f for f in FAMILIES if f != "union"]
     counts, codes = Counter(), []
     for k in range(programs):
@@ -318,8 +303,6 @@ def add_word_tokens(model: Cadrille, tokenizer, words):
     id, and ``model``'s embedding (and output) rows grown to match, in place. Each new row starts as the
     mean of the rows of the pieces the old tokenizer split the word into, so a word means at first what
     its letters meant together. Returns the new tokenizer."""
-    import copy
-
     new = list(dict.fromkeys(w for w in words if w not in tokenizer.get_vocab()))
     pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in new]
     extended = copy.deepcopy(tokenizer)
@@ -387,12 +370,13 @@ def mode_loss(model: Cadrille, processor: CadrilleProcessor, items: list[dict]):
 
 @torch.no_grad()
 def val_losses(model: Cadrille, processor: CadrilleProcessor, val: dict, batch: int = 8) -> dict:
-    """Per-mode held-out loss (fp32, no noise, expert descriptions for text)."""
+    """Per-mode held-out loss per answer token (``TokenLoss``; fp32, no noise, expert descriptions for text)."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     out = {}
     for mode in MODES:
-        losses, counts = [], []
+        loss = TokenLoss(processor.tokenizer)
         for s in range(0, len(val["codes"]), batch):
             index = range(s, min(s + batch, len(val["codes"])))
             if mode == "text":
@@ -400,9 +384,12 @@ def val_losses(model: Cadrille, processor: CadrilleProcessor, val: dict, batch: 
                          for i in index]
             else:
                 items = make_items(val, index, mode, random.Random(0), noise=False)
-            losses.append(float(mode_loss(model, processor, items)) * len(items))
-            counts.append(len(items))
-        out[mode] = round(sum(losses) / sum(counts), 5)
+            inputs = collate(items, processor, eval=False)
+            labels = inputs.pop("labels")
+            with torch.no_grad():
+                logits = model(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}).logits
+            loss.add(logits, labels)
+        out[mode] = round(loss.mean("all"), 5)
     model.train(was)
     return out
 
@@ -451,7 +438,7 @@ class CadrilleRecipe:
         s = self.settings
         vision = [(n, p) for n, p in model.named_parameters() if n.startswith("model.visual.")]
         rest = [(n, p) for n, p in model.named_parameters() if not n.startswith("model.visual.")]
-        groups = no_weight_decay_groups(rest, s.lr, 0.05) + no_weight_decay_groups(vision, s.vision_lr, 0.05)
+        groups = loop.no_weight_decay_groups(rest, s.lr, 0.05) + loop.no_weight_decay_groups(vision, s.vision_lr, 0.05)
         return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.98))
 
     def config(self, model) -> dict:
@@ -491,11 +478,7 @@ class CadrilleRecipe:
         model.generation_config.pad_token_id = self.tokenizer.pad_token_id
         model.generation_config.eos_token_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         model.generation_config.do_sample = False
-        model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        if shipped:
-            write_log(log, folder)
-            save_curves(draw_curves, log, Path(folder) / "loss_curves.png")
+        loop.save_pretrained(model, self.tokenizer, folder, log, shipped, draw_curves)
 
 
 def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainSettings | None = None,
@@ -553,16 +536,12 @@ def draw_curves(ax, log: dict) -> None:
 # --------------------------------------------------------------------------------------------
 def held_out_items(parts: dict, i: int) -> dict:
     """Part ``i`` of the held-out parts in each mode (text: the expert description)."""
-    from PIL import Image
-
     return {"pc": {"point_cloud": np.asarray(parts["points"][i], dtype=np.float32)},
             "img": {"video": [Image.fromarray(np.asarray(parts["images"][i]))]},
             "text": {"description": parts["descriptions"][i][LEVELS.index("expert")]}}
 
 
 def _mode_summary(rows: list[dict]) -> dict:
-    from cadlab.train.cadrecode import summarize_stage
-
     summary = summarize_stage([r["score"] for r in rows])
     summary["seconds_per_reconstruction"] = {"median": float(np.median([r["seconds"] for r in rows])),
                                              "max": float(np.max([r["seconds"] for r in rows]))}
@@ -579,13 +558,6 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, ma
 
     Parts are taken in order and each part goes through every mode before the next, so a run stopped by its
     time budget (``minutes``) has scored the same parts in every mode; the log is rewritten after each part."""
-    from tqdm.auto import tqdm
-
-    from cadlab.cad.cadrille import load_cadrille
-    from cadlab.cad.part_sets import TEST_START
-    from cadlab.cad.reconstruct import score_program
-    from cadlab.cad.sandbox import run_cadquery
-
     began = time.time()
     model, processor = load_cadrille(model_dir)
     parts = held_out_parts(n_shapes, progress=progress)
@@ -624,9 +596,6 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, ma
 
 def cadrecode_baseline(seeds) -> dict | None:
     """The mini CAD-Recode's greedy held-out results on the same shapes, read from its shipped log."""
-    from cadlab.cad.cadrecode import MINI_MODEL_DIR
-    from cadlab.train.cadrecode import summarize_stage
-
     path = MINI_MODEL_DIR / "training_log.json"
     if not path.exists():
         return None
@@ -658,13 +627,13 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out parts")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
-    flags(parser, TrainSettings)
+    loop.flags(parser, TrainSettings)
     parser.add_argument("--shapes", type=int, default=EVAL_SHAPES, help="--eval: held-out parts per mode")
     parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")
     parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="--eval: longest program")
     parser.add_argument("--eval-minutes", type=float, default=EVAL_MINUTES, help="--eval: time budget")
     args = parser.parse_args(argv)
-    settings = settings_from(args, TrainSettings)
+    settings = loop.settings_from(args, TrainSettings)
     if args.eval:
         torch.set_num_threads(settings.threads or 1)
         print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m],
@@ -672,7 +641,7 @@ def main(argv=None) -> int:
         return 0
     if set(settings.rows) - set(MODES):
         parser.error(f"--rows names unknown modes {sorted(set(settings.rows) - set(MODES))}")
-    apply_threads(settings)
+    loop.apply_threads(settings)
     train(args.run_dir, args.out, settings)
     return 0
 

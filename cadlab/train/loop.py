@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 LOG_KEYS = ("train", "val", "runs", "config", "total_seconds")   # what the loop writes; other keys are kept
@@ -160,12 +161,24 @@ def write_log(log: dict, folder: Path, name: str = "training_log.json") -> None:
 
 def save_curves(draw, log: dict, path: Path, size=(7, 4)) -> None:
     """``draw(ax, log)`` into a PNG (a bare matplotlib ``Figure``: no pyplot, no display needed)."""
-    from matplotlib.figure import Figure  # deferred: matplotlib is needed only when curves are saved
-
     fig = Figure(figsize=size)
     draw(fig.subplots(), log)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def save_log_and_curves(log: dict, folder: Path, draw) -> None:
+    """``training_log.json`` and ``loss_curves.png`` (``draw(ax, log)``) into ``folder``."""
+    write_log(log, folder)
+    save_curves(draw, log, Path(folder) / "loss_curves.png")
+
+
+def save_pretrained(model, tokenizer, folder: Path, log: dict, shipped: bool, draw) -> None:
+    """A transformers model and its tokenizer into ``folder``; shipped, also the log and the curves."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if shipped:
+        save_log_and_curves(log, folder, draw)
 
 
 def shipped_log(out_dir: Path) -> dict | None:

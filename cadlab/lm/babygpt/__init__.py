@@ -258,7 +258,7 @@ def load_babygpt(folder=BABYGPT_DIR):
     missing = [n for n in ("config.json", "tokenizer.json", "model.pth") if not (folder / n).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}; train a checkpoint there with "
-                                "`python -m cadlab.train.babygpt --out FOLDER` or use the shipped one (no argument).")
+                                "`cadlab train-babygpt --out FOLDER` or use the shipped one (no argument).")
     config = json.loads((folder / "config.json").read_text())
     tokenizer = CharTokenizer.load(folder / "tokenizer.json")
     model = BabyGPT(**config["model"])
