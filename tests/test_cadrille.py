@@ -17,25 +17,27 @@ from transformers.utils import logging as hf_logging
 
 from cadlab.cad.cadrecode import tiny_cadrecode
 from cadlab.cad.cadrille import (
+    Cadrille,
+    generate_code,
+    load_language_model,
+    tiny_cadrille,
+    to_legacy_key,
+    write_programs,
+)
+from cadlab.cad.cadrille_processor import (
     END_TOKEN,
     MAX_PIXELS,
     MIN_PIXELS,
     N_POINTS,
     PROCESSOR_SIZE,
     QWEN2VL_SPECIAL_TOKENS,
-    Cadrille,
     CadrilleProcessor,
     collate,
-    generate_code,
-    load_language_model,
     mini_tokenizer,
     patchify,
     qwen2vl_tokenizer,
-    tiny_cadrille,
-    to_legacy_key,
     token_ids,
     video_frames,
-    write_programs,
 )
 
 hf_logging.disable_progress_bar()     # no "Loading weights" bars in the test log

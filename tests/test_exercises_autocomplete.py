@@ -58,7 +58,7 @@ MERGE_WRONG = {
 
 
 def test_references_pass():
-    assert check_boundary(lambda offsets, cut: ac._boundary(offsets, cut)[0]) is True
+    assert check_boundary(lambda offsets, cut: ac.token_boundary(offsets, cut)[0]) is True
     reference = lambda mbs: (None if sum(int(m.sum()) for _, m in mbs) == 0 else
                              sum(float(l[m].sum()) for l, m in mbs) / sum(int(m.sum()) for _, m in mbs))
     assert check_window_loss(reference) is True

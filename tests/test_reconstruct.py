@@ -22,6 +22,7 @@ from cadlab.cad import reconstruct as rec
 from cadlab.cad import reconstruct_cli, sandbox
 from cadlab.cad.cadrecode import tiny_cadrecode
 from cadlab.cad.metrics import chamfer_distance
+from cadlab.cad.synth import NUMBER
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,7 +207,7 @@ def test_the_fit_moves_wrong_numbers_towards_the_input():
     start = rec.score_program(wrong, cloud, "greedy")
     fitted, evaluations = rec.fit_numbers(start, cloud, seconds=60, steps=(4, 2))
     assert fitted.source == "fit" and fitted.score < start.score and evaluations > 6
-    numbers = [int(n) for n in rec._NUMBER.findall(fitted.code.split("\n", 1)[1])]
+    numbers = [int(n) for n in NUMBER.findall(fitted.code.split("\n", 1)[1])]
     width, height, depth = numbers[3], numbers[4], numbers[-1]
     assert abs(width - 200) < abs(188 - 200) and abs(height - 120) < abs(128 - 120) and abs(depth - 40) < 8
     invalid = rec.Candidate("import cadquery as cq\nr=1\n", "greedy", None, None)

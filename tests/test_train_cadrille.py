@@ -12,7 +12,7 @@ from training_checks import (
 )
 
 from cadlab.cad.cadrecode import tiny_cadrecode
-from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer
+from cadlab.cad.cadrille_processor import CadrilleProcessor, collate, mini_tokenizer
 from cadlab.cad.describe import LEVELS, numbers
 from cadlab.cad.reconstruct_cli import main as reconstruct_main
 from cadlab.cad.synth import program_numbers
@@ -231,7 +231,8 @@ def test_evaluate_scores_every_mode_on_the_same_parts_and_stops_on_its_budget(sa
 def test_shipped_mini_cadrille_rebuilds_an_easy_held_out_disc_from_its_points():
     """Smoke test of the shipped weights end to end (held-out seed 10,000,003, a flange: IoU 0.90 in its --eval);
     the per-mode quality over the held-out set is in the shipped training_log.json."""
-    from cadlab.cad.cadrille import generate_code, load_cadrille, mode_item
+    from cadlab.cad.cadrille import generate_code, load_cadrille
+    from cadlab.cad.cadrille_processor import mode_item
     from cadlab.cad.metrics import iou
     from cadlab.cad.pointcloud import mesh_to_point_cloud
     from cadlab.cad.sandbox import closed_solid, run_cadquery

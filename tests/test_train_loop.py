@@ -101,3 +101,44 @@ def test_train_model_without_folders_trains_in_place_and_keeps_its_log_form():
                               eval_batches=2, progress=False)
     assert len(log["train_loss"]) == 5 and [p["step"] for p in log["eval"]] == [2, 4, 5] and log["seconds"] >= 0
     assert not model.training and any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _written_out_loop(model, train_ids, val_ids, steps, batch_size, lr, seed, eval_every, eval_batches):
+    """babyGPT's training loop written out by hand, as nanoGPT would: the reference the loop must equal."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    losses, estimates = [], []
+    model.train()
+    for step in range(1, steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 1) / steps)))
+        loss = babygpt.lm_loss(model, *babygpt.get_batch(train_ids, batch_size, model.block_size, generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % eval_every == 0 or step == steps:
+            estimates.append({"step": step, "train": babygpt.estimate_loss(model, train_ids, batch_size, eval_batches),
+                              "val": babygpt.estimate_loss(model, val_ids, batch_size, eval_batches)})
+    model.eval()
+    return losses, estimates
+
+
+def test_babygpt_through_the_loop_equals_its_loop_written_out():
+    tokenizer = CharTokenizer.from_text(TEXT)
+    ids = torch.tensor(tokenizer.encode(TEXT))
+    results = []
+    for train in ("written out", "the loop"):
+        torch.manual_seed(3)                  # the same weights and the same dropout draws for both
+        model = BabyGPT(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.2)
+        kwargs = dict(steps=7, batch_size=4, lr=1e-2, seed=5, eval_every=3, eval_batches=2)
+        if train == "written out":
+            losses, estimates = _written_out_loop(model, ids[:500], ids[500:], **kwargs)
+        else:
+            log = babygpt.train_model(model, ids[:500], ids[500:], progress=False, **kwargs)
+            losses, estimates = log["train_loss"], log["eval"]
+        results.append((losses, estimates, model.state_dict()))
+    (a_losses, a_estimates, a), (b_losses, b_estimates, b) = results
+    assert a_losses == b_losses and a_estimates == b_estimates
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -26,7 +26,7 @@ PROMPT = "Complete this CAD sequence: {caption}\n"
 # --------------------------------------------------------------------------------------------
 # Training examples
 # --------------------------------------------------------------------------------------------
-def _boundary(offsets, cut: int) -> tuple[int, bool]:
+def token_boundary(offsets, cut: int) -> tuple[int, bool]:
     for i, (start, end) in enumerate(offsets):
         if end > cut:
             return i, start < cut
@@ -37,7 +37,7 @@ def label_boundary(tokenizer, text: str, cut: int) -> tuple[int, bool]:
     """``(boundary, straddles)``: the index of the first token of ``text`` that ends after character
     ``cut`` (from the fast tokenizer's offset mapping), and whether that token also starts before
     ``cut`` (then it is labelled, since the model must write it)."""
-    return _boundary(tokenizer(text, return_offsets_mapping=True)["offset_mapping"], cut)
+    return token_boundary(tokenizer(text, return_offsets_mapping=True)["offset_mapping"], cut)
 
 
 def make_example(tokenizer, caption: str, full: dict, kept: int, max_seq_length: int | None = None) -> dict:
@@ -52,7 +52,7 @@ def make_example(tokenizer, caption: str, full: dict, kept: int, max_seq_length:
     text = prompt + serialize(full)
     encoding = tokenizer(text, return_offsets_mapping=True)
     ids = list(encoding["input_ids"]) + [tokenizer.eos_token_id]
-    boundary, _ = _boundary(encoding["offset_mapping"], len(prompt) + len(serialize(full, kept)))
+    boundary, _ = token_boundary(encoding["offset_mapping"], len(prompt) + len(serialize(full, kept)))
     labels = [-100] * boundary + ids[boundary:]
     if max_seq_length is not None:
         ids, labels = ids[:max_seq_length], labels[:max_seq_length]
@@ -82,7 +82,7 @@ def seed_boundary(tokenizer, caption: str, full: dict, kept: int, layout: str = 
         raise ValueError(f"layout must be 'ours' or 'seed', got {layout!r}")
     seed = len(tokenizer(partial_text)["input_ids"])
     encoding = tokenizer(full_text, return_offsets_mapping=True)
-    true, _ = _boundary(encoding["offset_mapping"], cut)
+    true, _ = token_boundary(encoding["offset_mapping"], cut)
     ids = encoding["input_ids"]
     masked = tokenizer.decode(ids[true:seed]) if seed > true else ""
     return {"seed": seed, "true": true, "error": seed - true, "masked": masked}
@@ -106,7 +106,7 @@ def label_tokens(labels) -> int:
     return int((labels[..., 1:] != -100).sum())
 
 
-def _batch(example):
+def as_batch(example):
     """(input_ids, labels, attention_mask) of a micro-batch as (batch, length) tensors."""
     ids = torch.as_tensor(example["input_ids"])
     ids = ids.unsqueeze(0) if ids.dim() == 1 else ids
@@ -122,7 +122,7 @@ def seed_micro_batch_losses(model, micro_batches) -> list[float]:
     losses = []
     with torch.no_grad():
         for mb in micro_batches:
-            ids, labels, mask = _batch(mb)
+            ids, labels, mask = as_batch(mb)
             losses.append(float(model(input_ids=ids, attention_mask=mask, labels=labels).loss))
     return losses
 
@@ -133,7 +133,7 @@ def seed_accumulation_step(model, micro_batches) -> list[float]:
     of label tokens, so the gradient is a mean of means, not the window's token mean."""
     losses = []
     for mb in micro_batches:
-        ids, labels, mask = _batch(mb)
+        ids, labels, mask = as_batch(mb)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         if not torch.isnan(loss):
             (loss / len(micro_batches)).backward()
@@ -141,7 +141,7 @@ def seed_accumulation_step(model, micro_batches) -> list[float]:
     return losses
 
 
-def _token_weights(example, labels: torch.Tensor) -> torch.Tensor:
+def token_weights(example, labels: torch.Tensor) -> torch.Tensor:
     """Per-token loss weights of a micro-batch, aligned with ``labels[..., 1:]`` (what each position
     predicts): 0 where the label is -100, else ``example["weights"]`` (1 when there are none)."""
     valid = (labels[..., 1:] != -100).float()
@@ -167,8 +167,8 @@ def accumulation_step(model, micro_batches, optimizer=None) -> dict:
     window), "tokens", "weight", "skipped"}``."""
     prepared = []
     for mb in micro_batches:
-        ids, labels, mask = _batch(mb)
-        prepared.append((ids, labels, mask, _token_weights(mb, labels)))
+        ids, labels, mask = as_batch(mb)
+        prepared.append((ids, labels, mask, token_weights(mb, labels)))
     counts = [int((w > 0).sum()) for *_, w in prepared]
     total = float(sum(float(w.sum()) for *_, w in prepared))
     if total == 0:

@@ -42,7 +42,7 @@ import math
 import random
 
 from cadlab.cad.sandbox import run_cadquery
-from cadlab.cad.synth import _canonical_loop, _even, _hole_pattern, _local_to_global, _regular_polygon, _section_points
+from cadlab.cad.synth import canonical_loop, even, hole_pattern, local_to_global, regular_polygon, section_points
 
 PLANES = ("XY", "YZ", "ZX")
 OPERATIONS = ("NewBody", "Join", "Cut", "Intersect")
@@ -82,7 +82,7 @@ def loop(curves, outer: bool = True) -> dict:
 
 def polygon(points, outer: bool = True) -> dict:
     """A closed loop of ``Line3D``s, counter-clockwise from its lowest vertex."""
-    pts = _canonical_loop(points)
+    pts = canonical_loop(points)
     return loop([line(a, b) for a, b in zip(pts, pts[1:] + pts[:1])], outer)
 
 
@@ -125,9 +125,9 @@ class SequenceBuilder:
         sid = f"S{len(self.sequence)}"
         self.entities[sid] = {
             "type": "Sketch",
-            "transform": {"origin": _v(*_local_to_global(plane, 0, 0, offset)),
-                          "x_axis": _v(*_local_to_global(plane, 1, 0, 0)),
-                          "z_axis": _v(*_local_to_global(plane, 0, 0, 1))},
+            "transform": {"origin": _v(*local_to_global(plane, 0, 0, offset)),
+                          "x_axis": _v(*local_to_global(plane, 1, 0, 0)),
+                          "z_axis": _v(*local_to_global(plane, 0, 0, 1))},
             "profiles": {f"P{i}": {"loops": list(loops)} for i, loops in enumerate(profiles)},
         }
         self.sequence.append({"index": len(self.sequence), "type": "Sketch", "entity": sid})
@@ -165,21 +165,21 @@ def _count(n: int, word: str) -> str:
 
 
 def _plate(rng, b):
-    w, h = 200, _even(rng, 40, 200)
+    w, h = 200, even(rng, 40, 200)
     if rng.random() < 0.5:
         w, h = h, w
-    t = _even(rng, 6, 40)
-    pts, radius = _hole_pattern(rng, w, h)
+    t = even(rng, 6, 40)
+    pts, radius = hole_pattern(rng, w, h)
     short = min(w, h)
     rounded = rng.random() < 0.4
-    outline = rounded_rect(w, h, _even(rng, 4, max(4, short // 10))) if rounded else rect(w, h)
+    outline = rounded_rect(w, h, even(rng, 4, max(4, short // 10))) if rounded else rect(w, h)
     plane = rng.choice(PLANES)
     s = b.sketch(plane, 0, [[outline] + [loop([circle(p, radius)], False) for p in sorted(set(pts))]])
     b.extrude(s, "NewBody", "OneSide", t)
     caption = f"a {'rounded ' if rounded else ''}rectangular plate {w} x {h} x {t} with {_count(len(set(pts)), 'hole')}"
     if rng.random() < 0.4 and t >= 10:
-        depth = _even(rng, 2, t // 2)
-        s = b.sketch(plane, t - depth, [[rect(_even(rng, 20, w // 2), _even(rng, 10, h // 2))]])
+        depth = even(rng, 2, t // 2)
+        s = b.sketch(plane, t - depth, [[rect(even(rng, 20, w // 2), even(rng, 10, h // 2))]])
         b.extrude(s, "Cut", "OneSide", depth)
         caption += f" and a rectangular pocket {depth} deep"
     return caption
@@ -190,10 +190,10 @@ def _bolt_circle(k, ring):
 
 
 def _flange(rng, b):
-    plane, t = rng.choice(PLANES), _even(rng, 6, 30)
+    plane, t = rng.choice(PLANES), even(rng, 6, 30)
     bore = rng.choice((0, rng.randint(8, 30)))
     hub = rng.randint(max(bore + 8, 20), 55)
-    hub_h = _even(rng, 6, 60)
+    hub_h = even(rng, 6, 60)
     loops = [loop([circle((0, 0), 100)])] + ([loop([circle((0, 0), bore)], False)] if bore else [])
     s = b.sketch(plane, 0, [loops])
     b.extrude(s, "NewBody", "OneSide", t)
@@ -216,7 +216,7 @@ def _flange(rng, b):
 
 def _shaft(rng, b):
     plane, steps = rng.choice(PLANES), rng.randint(2, 4)
-    lengths = [_even(rng, 16, 200 // steps) for _ in range(steps)]
+    lengths = [even(rng, 16, 200 // steps) for _ in range(steps)]
     radii = []
     while len(radii) < steps:
         r = rng.randint(12, 60)
@@ -239,8 +239,8 @@ def _shaft(rng, b):
 def _channel(rng, b):
     """A beam with an L, U, C or I section along X (sketch on YZ, extruded symmetrically), holes in its base."""
     kind = rng.choice(("L", "U", "C", "I"))
-    w, h, length = _even(rng, 60, 200), _even(rng, 60, 200), _even(rng, 80, 200)
-    pts = _section_points(rng, kind, w, h)
+    w, h, length = even(rng, 60, 200), even(rng, 60, 200), even(rng, 80, 200)
+    pts = section_points(rng, kind, w, h)
     s = b.sketch("YZ", 0, [[polygon(pts)]])
     b.extrude(s, "NewBody", "Symmetric", length // 2)
     names = {"L": "an L-angle", "U": "a U-channel", "C": "a C-channel", "I": "an I-beam"}
@@ -267,7 +267,7 @@ def _channel(rng, b):
 
 
 def _link(rng, b):
-    plane, t = rng.choice(PLANES), _even(rng, 6, 40)
+    plane, t = rng.choice(PLANES), even(rng, 6, 40)
     radius = rng.randint(15, 50)
     c = 100 - radius
     hole = rng.randint(3, radius - 6)
@@ -276,7 +276,7 @@ def _link(rng, b):
     b.extrude(s, "NewBody", "OneSide", t)
     caption = f"a link 200 long with two round ends of radius {radius} and two holes"
     if rng.random() < 0.5:
-        boss, boss_h = rng.randint(hole + 4, radius), _even(rng, 4, 40)
+        boss, boss_h = rng.randint(hole + 4, radius), even(rng, 4, 40)
         s = b.sketch(plane, t, [[loop([circle((x, 0), boss)]), loop([circle((x, 0), hole)], False)] for x in (-c, c)])
         b.extrude(s, "Join", "OneSide", boss_h)
         caption += f", with a raised boss {boss_h} high around each hole"
@@ -284,8 +284,8 @@ def _link(rng, b):
 
 
 def _slotted(rng, b):
-    plane, t = rng.choice(PLANES), _even(rng, 6, 30)
-    h = _even(rng, 80, 200)
+    plane, t = rng.choice(PLANES), even(rng, 6, 30)
+    h = even(rng, 80, 200)
     s = b.sketch(plane, 0, [[rect(200, h)]])
     b.extrude(s, "NewBody", "OneSide", t)
     n = rng.choice((1, 2))
@@ -299,10 +299,10 @@ def _slotted(rng, b):
 
 def _nut(rng, b):
     n = rng.choice((3, 5, 6, 6, 8))
-    size, length = 200, _even(rng, 10, 200)
+    size, length = 200, even(rng, 10, 200)
     if rng.random() < 0.5:
-        size, length = _even(rng, 40, 200), 200
-    loops = [polygon(_regular_polygon(n, size))]
+        size, length = even(rng, 40, 200), 200
+    loops = [polygon(regular_polygon(n, size))]
     bore = rng.randint(4, size // 4) if n >= 5 and rng.random() < 0.7 else 0
     if bore:
         loops.append(loop([circle((0, 0), bore)], False))
@@ -314,14 +314,14 @@ def _nut(rng, b):
 
 
 def _bosses(rng, b):
-    plane, t = rng.choice(PLANES), _even(rng, 6, 30)
-    w, h = 200, _even(rng, 60, 200)
+    plane, t = rng.choice(PLANES), even(rng, 6, 30)
+    w, h = 200, even(rng, 60, 200)
     s = b.sketch(plane, 0, [[rect(w, h)]])
     b.extrude(s, "NewBody", "OneSide", t)
     n = rng.choice((1, 2, 3))
     radius = rng.randint(8, max(8, min(h // 4, 200 // (3 * n))))
     xs = [0] if n == 1 else [round(-60 + 120 * i / (n - 1)) for i in range(n)]
-    boss_h = _even(rng, 10, 80)
+    boss_h = even(rng, 10, 80)
     s = b.sketch(plane, t, [[loop([circle((x, 0), radius)])] for x in xs])
     b.extrude(s, "Join", "OneSide", boss_h)
     caption = f"a plate 200 x {h} x {t} with {_count(n, 'cylindrical boss')} of diameter {2 * radius}"

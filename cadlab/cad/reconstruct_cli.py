@@ -32,7 +32,8 @@ import torch
 from transformers.utils import logging
 
 from cadlab.cad.cadrecode import load_cadrecode
-from cadlab.cad.cadrille import MODES, generate_code, load_cadrille, mode_item
+from cadlab.cad.cadrille import generate_code, load_cadrille
+from cadlab.cad.cadrille_processor import MODES, mode_item
 from cadlab.cad.metrics import CD_SCALE, chamfer_distance, iou
 from cadlab.cad.pointcloud import load_mesh, normalize_mesh
 from cadlab.cad.reconstruct import (

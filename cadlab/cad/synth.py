@@ -72,7 +72,7 @@ def _pt(p) -> str:
     return f"({p[0]},{p[1]})"
 
 
-def _even(rng: random.Random, lo: int, hi: int) -> int:
+def even(rng: random.Random, lo: int, hi: int) -> int:
     """An even integer in [lo, hi] (even sizes keep half-sizes, and so every coordinate, integer)."""
     lo, hi = lo + (lo % 2), hi - (hi % 2)
     return rng.randrange(lo, hi + 1, 2) if hi >= lo else lo
@@ -95,7 +95,7 @@ def _cut_rects(points, w: int, h: int) -> str:
     return f".push([{','.join(_pt(p) for p in sorted(set(points)))}]).rect({w},{h},mode='s')" if points else ""
 
 
-def _canonical_loop(points):
+def canonical_loop(points):
     """The vertices counter-clockwise, starting at the lowest (smallest v, then u) one (rule 4)."""
     pts = [tuple(p) for p in points]
     area = sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(pts, pts[1:] + pts[:1]))
@@ -107,7 +107,7 @@ def _canonical_loop(points):
 
 def _polyline(points) -> str:
     """A closed polygon of ``segment``s (the last edge is added by ``close``)."""
-    pts = _canonical_loop(points)
+    pts = canonical_loop(points)
     return (f".segment({_pt(pts[0])},{_pt(pts[1])})" + "".join(f".segment({_pt(p)})" for p in pts[2:])
             + ".close().assemble()")
 
@@ -120,7 +120,7 @@ def _rotate(points, quarter_turns: int):
     return out
 
 
-def _local_to_global(plane: str, u: int, v: int, w: int):
+def local_to_global(plane: str, u: int, v: int, w: int):
     """'XY': local x, y, normal = X, Y, Z; 'YZ': Y, Z, X; 'ZX': Z, X, Y (CadQuery's named planes)."""
     return {"XY": (u, v, w), "YZ": (w, u, v), "ZX": (v, w, u)}[plane]
 
@@ -128,7 +128,7 @@ def _local_to_global(plane: str, u: int, v: int, w: int):
 def _assemble(plane: str, height: int, bodies) -> str:
     """The program text of a part: ``w0`` at the centre of the lower face (rule 2), the bodies
     ``(offset, sketch, depth)`` sorted by offset then text (rule 3), unioned into ``r``."""
-    origin = _local_to_global(plane, 0, 0, -height // 2)
+    origin = local_to_global(plane, 0, 0, -height // 2)
     lines = ["import cadquery as cq", f"w0=cq.Workplane('{plane}',origin=({origin[0]},{origin[1]},{origin[2]}))"]
     exprs = []
     for offset, sketch, depth in sorted(bodies):
@@ -147,7 +147,7 @@ def _extents(rng: random.Random, long_axis_weights=(1, 1, 1)):
 # --------------------------------------------------------------------------------------------
 # Hole patterns inside a w x h rectangle (or a circle) centred at the origin
 # --------------------------------------------------------------------------------------------
-def _hole_pattern(rng: random.Random, w: int, h: int):
+def hole_pattern(rng: random.Random, w: int, h: int):
     """(points, radius) of 1-6 holes: a row, two rows, a grid, the four corners or a bolt circle,
     each hole at least ``radius + 4`` from the edges and from the other holes."""
     short = min(w, h)
@@ -196,16 +196,16 @@ def _hole_pattern(rng: random.Random, w: int, h: int):
 # --------------------------------------------------------------------------------------------
 def _plate(rng):
     """A rectangular plate with a hole pattern."""
-    long_side, short_side = 200, _even(rng, 40, 200)
+    long_side, short_side = 200, even(rng, 40, 200)
     w, h = (long_side, short_side) if rng.random() < 0.5 else (short_side, long_side)
-    t = _even(rng, 6, min(60, short_side))
-    pts, radius = _hole_pattern(rng, w, h)
+    t = even(rng, 6, min(60, short_side))
+    pts, radius = hole_pattern(rng, w, h)
     return rng.choice(PLANES), t, [(0, _outer_rect(w, h) + _cut_circles(pts, radius), t)]
 
 
 def _disc(rng):
     """A disc or flange (diameter 200) with an optional centre bore and 3-8 bolt holes on a circle."""
-    t = _even(rng, 6, 80)
+    t = even(rng, 6, 80)
     sketch = _outer_circle(100)
     bore = rng.choice((0, rng.randint(10, 50)))
     if bore:
@@ -226,12 +226,12 @@ def _tube(rng):
     if rng.random() < 0.5:
         length, outer = 200, rng.randint(15, 100)
     else:
-        outer, length = 100, _even(rng, 10, 200)
+        outer, length = 100, even(rng, 10, 200)
     inner = rng.randint(max(3, outer // 4), outer - max(3, outer // 8))
     return rng.choice(PLANES), length, [(0, _outer_circle(outer) + _cut_circles([(0, 0)], inner), length)]
 
 
-def _regular_polygon(n: int, size: int, quarter: int = 0):
+def regular_polygon(n: int, size: int, quarter: int = 0):
     """A regular n-gon with integer vertices, scaled so its bounding box's longest side is ``size``
     and shifted so the box is centred at the origin (to half a unit)."""
     phase = math.pi / 2 if n % 2 else (0.0 if n % 4 else math.pi / n)   # a flat edge at the bottom
@@ -247,21 +247,21 @@ def _prism(rng):
     """A polygon prism (3, 5, 6 or 8 sides): a bar, a hexagon nut (with a bore) or a thick plate."""
     n = rng.choice((3, 5, 6, 6, 8))
     if rng.random() < 0.5:
-        size, length = 200, _even(rng, 10, 200)
+        size, length = 200, even(rng, 10, 200)
     else:
-        length, size = 200, _even(rng, 30, 200)
-    pts = _regular_polygon(n, size, rng.randint(0, 3))
+        length, size = 200, even(rng, 30, 200)
+    pts = regular_polygon(n, size, rng.randint(0, 3))
     sketch = _polyline(pts)
     if n >= 5 and rng.random() < 0.6:                          # a nut: bored through its centre
         sketch += _cut_circles([(0, 0)], rng.randint(4, max(4, size // 4)))
     return rng.choice(PLANES), length, [(0, sketch, length)]
 
 
-def _section_points(rng, kind: str, w: int, h: int):
+def section_points(rng, kind: str, w: int, h: int):
     """An L, T, U, I or C profile inside a w x h box centred at the origin (even sizes)."""
     a, b = w // 2, h // 2
-    t1 = _even(rng, 6, max(6, min(h // 3, 60)))       # horizontal thickness (flange)
-    t2 = _even(rng, 6, max(6, min(w // 3, 60)))       # vertical thickness (web)
+    t1 = even(rng, 6, max(6, min(h // 3, 60)))       # horizontal thickness (flange)
+    t2 = even(rng, 6, max(6, min(w // 3, 60)))       # vertical thickness (web)
     if kind == "L":
         return [(-a, -b), (a, -b), (a, -b + t1), (-a + t2, -b + t1), (-a + t2, b), (-a, b)]
     if kind == "T":
@@ -280,10 +280,10 @@ def _section(rng):
     """An extruded L, T, U, C or I section (a beam, a channel, an angle)."""
     kind = rng.choice(("L", "T", "U", "C", "I"))
     axis = _extents(rng)
-    w = 200 if axis == "u" else _even(rng, 40, 200)
-    h = 200 if axis == "v" else _even(rng, 40, 200)
-    length = 200 if axis == "w" else _even(rng, 20, 200)
-    pts = _rotate(_section_points(rng, kind, w, h), rng.randint(0, 3))
+    w = 200 if axis == "u" else even(rng, 40, 200)
+    h = 200 if axis == "v" else even(rng, 40, 200)
+    length = 200 if axis == "w" else even(rng, 20, 200)
+    pts = _rotate(section_points(rng, kind, w, h), rng.randint(0, 3))
     return rng.choice(PLANES), length, [(0, _polyline(pts), length)]
 
 
@@ -293,7 +293,7 @@ def _shaft(rng):
     if rng.random() < 0.7:
         length, top = 200, rng.randint(20, 100)
     else:
-        length, top = _even(rng, 40, 200), 100
+        length, top = even(rng, 40, 200), 100
     cuts = sorted(rng.sample(range(10, length - 9, 2), steps - 1)) if length >= 20 * steps else None
     if cuts is None or any(b - a < 10 for a, b in zip([0] + cuts, cuts + [length])):
         cuts = [round(length * i / steps / 2) * 2 for i in range(1, steps)]
@@ -314,8 +314,8 @@ def _shaft(rng):
 def _boss(rng):
     """A plate (rectangular or round) with 1-2 cylindrical bosses on top, optionally bored through."""
     round_base = rng.random() < 0.3
-    w, h = (200, 200) if round_base else ((200, _even(rng, 60, 200)) if rng.random() < 0.5 else (_even(rng, 60, 200), 200))
-    t = _even(rng, 6, 40)
+    w, h = (200, 200) if round_base else ((200, even(rng, 60, 200)) if rng.random() < 0.5 else (even(rng, 60, 200), 200))
+    t = even(rng, 6, 40)
     n = rng.choice((1, 1, 2))
     radius = rng.randint(8, max(8, min(w, h) // (4 if n == 1 else 6)))
     if n == 1:
@@ -324,7 +324,7 @@ def _boss(rng):
         d = min(w, h) // 2 - radius - 6 if round_base else (max(w, h) // 2 - radius - 8)
         d = max(d, radius + 2)
         centres = [(-d, 0), (d, 0)] if (w >= h or round_base) else [(0, -d), (0, d)]
-    boss_h = _even(rng, 10, 100)
+    boss_h = even(rng, 10, 100)
     bore = rng.choice((0, rng.randint(3, max(3, radius - 4))))
     base = (_outer_circle(100) if round_base else _outer_rect(w, h)) + (_cut_circles(centres, bore) if bore else "")
     tops = _outer_circle(radius) if centres == [(0, 0)] else f".push([{','.join(_pt(c) for c in sorted(centres))}]).circle({radius})"
@@ -334,9 +334,9 @@ def _boss(rng):
 
 def _counterbore(rng):
     """A plate of two layers: through holes in the lower one, wider holes at the same places in the upper."""
-    w, h = (200, _even(rng, 60, 200)) if rng.random() < 0.5 else (_even(rng, 60, 200), 200)
-    t1, t2 = _even(rng, 6, 40), _even(rng, 4, 24)
-    pts, radius = _hole_pattern(rng, w, h)
+    w, h = (200, even(rng, 60, 200)) if rng.random() < 0.5 else (even(rng, 60, 200), 200)
+    t1, t2 = even(rng, 6, 40), even(rng, 4, 24)
+    pts, radius = hole_pattern(rng, w, h)
     wide = radius + rng.randint(3, max(3, radius))
     pts = [p for p in pts if abs(p[0]) + wide < w // 2 - 2 and abs(p[1]) + wide < h // 2 - 2] or [(0, 0)]
     lower = _outer_rect(w, h) + _cut_circles(pts, radius)
@@ -346,11 +346,11 @@ def _counterbore(rng):
 
 def _slotted(rng):
     """A plate with 1-2 slots: rounded (a rectangle and two circles) or rectangular."""
-    w, h = 200, _even(rng, 60, 200)
-    t = _even(rng, 6, 40)
+    w, h = 200, even(rng, 60, 200)
+    t = even(rng, 6, 40)
     n = rng.choice((1, 2))
     half = rng.randint(4, max(4, h // (6 * n)))                # slot half-width
-    length = _even(rng, 20, max(20, w - 4 * half - 40))
+    length = even(rng, 20, max(20, w - 4 * half - 40))
     ys = [0] if n == 1 else [-(h // 4), h // 4]
     rounded = rng.random() < 0.6
     sketch = _outer_rect(w, h) + _cut_rects([(0, y) for y in ys], length, 2 * half)
@@ -377,21 +377,21 @@ def _swap_uv(sketch: str) -> str:
 
 def _bracket(rng):
     """An L angle with 1-3 triangular ribs (gussets) in its inner corner."""
-    w, h = _even(rng, 60, 200), _even(rng, 60, 200)
+    w, h = even(rng, 60, 200), even(rng, 60, 200)
     if max(w, h) < 200 and rng.random() < 0.6:
         w, h = (200, h) if rng.random() < 0.5 else (w, 200)
-    length = _even(rng, 40, 200) if max(w, h) == 200 else 200
+    length = even(rng, 40, 200) if max(w, h) == 200 else 200
     a, b = w // 2, h // 2
-    t1, t2 = _even(rng, 6, min(30, h // 3)), _even(rng, 6, min(30, w // 3))
+    t1, t2 = even(rng, 6, min(30, h // 3)), even(rng, 6, min(30, w // 3))
     profile = [(-a, -b), (a, -b), (a, -b + t1), (-a + t2, -b + t1), (-a + t2, b), (-a, b)]
     cu, cv = -a + t2, -b + t1
-    ru, rv = _even(rng, 10, max(10, (w - t2) * 3 // 4)), _even(rng, 10, max(10, (h - t1) * 3 // 4))
+    ru, rv = even(rng, 10, max(10, (w - t2) * 3 // 4)), even(rng, 10, max(10, (h - t1) * 3 // 4))
     rib = [(cu - 1, cv - 1), (cu + ru, cv - 1), (cu - 1, cv + rv)]       # overlaps the angle by one unit
-    g = _even(rng, 4, 12)
+    g = even(rng, 4, 12)
     n = rng.choice((1, 2, 3)) if length >= 60 else 1
     offsets = [(length - g) // 2] if n == 1 else [round(((length - g) * i / (n - 1)) / 2) * 2 for i in range(n)]
     if n > 1:
-        inset = _even(rng, 0, max(0, length // 6))
+        inset = even(rng, 0, max(0, length // 6))
         offsets = [min(max(o, inset), length - g - inset) for o in offsets]
     quarter = rng.randint(0, 3)
     bodies = [(0, _polyline(_rotate(profile, quarter)), length)]
@@ -403,7 +403,7 @@ def _link(rng):
     """A link (two round ends drawn with ``arc``, a hole at each end) or a D-shaped tab with one hole,
     lying along u or along v. Rule 4 for outlines with arcs: start at the lowest vertex where a
     straight ``segment`` begins, counter-clockwise."""
-    t = _even(rng, 6, 60)
+    t = even(rng, 6, 60)
     radius = rng.randint(15, 60)
     c = 100 - radius                           # centre of a round end: the part is 200 long
     hole = rng.randint(3, radius - 5)
@@ -435,15 +435,15 @@ def _union(rng):
     for i in range(rng.choice((2, 2, 3))):
         plane = rng.choice(PLANES)
         if rng.random() < 0.5:
-            a, b, c = (_even(rng, 10, 120) for _ in range(3))
+            a, b, c = (even(rng, 10, 120) for _ in range(3))
             u, v, w = (rng.randint(-(n // 2 - 4), n // 2 - 4) for n in (a, b, c))
             expr = f".box({a},{b},{c})"
         else:
-            height, radius = _even(rng, 10, 120), rng.randint(6, 60)
+            height, radius = even(rng, 10, 120), rng.randint(6, 60)
             u, v = (rng.randint(-(radius // 2), radius // 2) for _ in range(2))
             w = rng.randint(-(height // 2 - 4), height // 2 - 4)
             expr = f".cylinder({height},{radius})"
-        x, y, z = _local_to_global(plane, u, v, w)
+        x, y, z = local_to_global(plane, u, v, w)
         bodies.append(f"cq.Workplane('{plane}',origin=({x},{y},{z})){expr}")
     bodies.sort()
     lines.append(f"r={bodies[0]}")

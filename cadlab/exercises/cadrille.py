@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cadlab.cad.cadrille import CadrilleProcessor, collate, mini_tokenizer, tiny_cadrille, token_ids
+from cadlab.cad.cadrille import tiny_cadrille
+from cadlab.cad.cadrille_processor import CadrilleProcessor, collate, mini_tokenizer, token_ids
 from cadlab.exercises import attempted
 
 

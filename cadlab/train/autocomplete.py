@@ -179,9 +179,9 @@ def _token_loss(model, tokenizer, micro_batches) -> TokenLoss:
     loss = TokenLoss(tokenizer)
     device = next(model.parameters()).device
     for mb in micro_batches:
-        ids, labels, mask = ac._batch(mb)
+        ids, labels, mask = ac.as_batch(mb)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        loss.add(logits, labels, ac._token_weights(mb, labels))
+        loss.add(logits, labels, ac.token_weights(mb, labels))
     model.train(was)
     return loss
 

@@ -127,9 +127,10 @@ class BabyGPTRecipe:
             plot_log(shipped_log, folder / "loss_curve.png")
 
 
-def settings_for(steps: int, lr: float, seed: int, eval_every: int, **more) -> LoopSettings:
+def settings_for(steps: int, lr: float, seed: int | None, eval_every: int, **more) -> LoopSettings:
     """The loop's settings for babyGPT: ``steps`` steps, no warm-up, a cosine from ``lr`` to ``lr / 10``,
-    no bf16 (a model this small gains nothing), held-out losses every ``eval_every`` steps."""
+    no bf16 (a model this small gains nothing), held-out losses every ``eval_every`` steps. ``seed``
+    None leaves torch's random state (dropout) as the caller has it."""
     return LoopSettings(max_steps=steps, lr=lr, warmup=0, lr_floor=0.1, checkpoint_every=eval_every, bf16=False,
                         from_shipped=False, seed=seed, **more)
 
@@ -150,7 +151,7 @@ def train_model(model: BabyGPT, train_ids: torch.Tensor, val_ids: torch.Tensor, 
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}.")
     recipe = BabyGPTRecipe({}, None, train_ids, val_ids, batch_size, seed, eval_batches, model=model)
-    log = loop.train(recipe, None, None, settings_for(steps, lr, seed, eval_every), progress=progress)
+    log = loop.train(recipe, None, None, settings_for(steps, lr, None, eval_every), progress=progress)
     model.eval()
     return legacy_log(log)
 

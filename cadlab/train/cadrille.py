@@ -25,7 +25,7 @@ new program on most steps. The held-out parts are the mini CAD-Recode's (seeds f
 clouds, so the point-cloud results of the two models compare shape by shape.
 
 One optimizer step = one micro-batch per mode (``rows`` pc, img and text items), each built by
-``cadlab.cad.cadrille.collate(eval=False)`` and each loss the mean over its answer tokens; the step's
+``cadlab.cad.cadrille_processor.collate(eval=False)`` and each loss the mean over its answer tokens; the step's
 loss is their mean, so each mode weighs the same whatever its length. (A mixed collate gives the same
 per-row losses, but pads the short text rows to the 256 extra positions of the point rows.) Text rows
 take the expert level most often (``LEVEL_WEIGHTS``). Point clouds get CAD-Recode's noise (std 0.01
@@ -65,17 +65,13 @@ from transformers.utils import logging as hf_logging
 from cadlab.cad.cadrecode import MINI_MODEL_DIR, load_cadrecode
 from cadlab.cad.cadrille import (
     MINI_CADRILLE_DIR,
-    MODES,
     Cadrille,
-    CadrilleProcessor,
     cadrille_config,
-    collate,
     generate_code,
     load_cadrille,
     load_language_model,
-    mini_tokenizer,
-    token_ids,
 )
+from cadlab.cad.cadrille_processor import MODES, CadrilleProcessor, collate, mini_tokenizer, token_ids
 from cadlab.cad.describe import LEVELS, describe
 from cadlab.cad.part_sets import TEST_START, held_out_set
 from cadlab.cad.pointcloud import mesh_to_point_cloud

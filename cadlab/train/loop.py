@@ -81,7 +81,7 @@ class LoopSettings:
     checkpoint_every: int | None = setting(None, "steps between checkpoints, instead of --checkpoint-minutes")
     bf16: bool = setting(True, "forward and backward under bf16 autocast (weights stay float32)")
     from_shipped: bool = setting(True, "with no run state, continue from the shipped model (else from scratch)")
-    seed: int = setting(0, "seed of the data order, the noise and a new model's weights")
+    seed: int | None = setting(0, "seed of torch's random state (a new model's weights, dropout, noise) and the data order")
     device: str = setting("cpu", "cpu, cuda or mps")
     threads: int | None = setting(None, "torch CPU threads (default: torch's choice)")
 
@@ -219,7 +219,8 @@ def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSett
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(settings.device)
-    torch.manual_seed(settings.seed)
+    if settings.seed is not None:              # None: the caller's random state, as it is (a notebook's)
+        torch.manual_seed(settings.seed)
     model, state = _start(recipe, run_dir, out_dir, settings)
     model.to(device)
     recipe.model, recipe.device = model, device
