@@ -11,8 +11,9 @@
 
 Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
 ``python -m cadlab.lm.bench decode`` do the same thing; ``cadlab --version`` prints the version.
-Flags are dashed (``--max-new-tokens``); where a published script used underscores (the iterative-generation seed's ``--max_new_tokens``,
-``--model_path``, ...), those spellings are accepted too. A ``main`` that returns None exits 0.
+Flags are dashed (``--max-new-tokens``); where a published script used underscores (the iterative
+generation script's ``--max_new_tokens``, ``--model_path``, ...), those spellings are accepted too.
+A ``main`` that returns None exits 0.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from cadlab import __version__
 
 COMMANDS = {
     "reconstruct": ("cadlab.cad.reconstruct_cli", "point cloud of an STL -> CadQuery code -> solid (CAD-Recode)"),
-    "iterative-generate": ("cadlab.lm.parallel_decoding", "block-wise parallel decoding of prompts (seed, Jacobi or greedy)"),
+    "iterative-generate": ("cadlab.lm.parallel_decoding",
+                           "block-wise parallel decoding of prompts (as published, Jacobi or greedy)"),
     "bench": ("cadlab.lm.bench", "decode throughput: our cached loop vs model.generate vs no cache (JSON)"),
     "babygpt": ("cadlab.lm.babygpt.__main__", "babyGPT's interactive prompt: type a prompt, read its continuation"),
     "train-babygpt": ("cadlab.train.babygpt", "train babyGPT on the bundled Shakespeare corpus"),
     "train-cadrecode": ("cadlab.train.cadrecode", "train (or --eval) the mini CAD-Recode on synthetic parts"),
-    "train-autocomplete": ("cadlab.train.autocomplete", "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
+    "train-autocomplete": ("cadlab.train.autocomplete",
+                           "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
     "train-cadrille": ("cadlab.train.cadrille", "train (or --eval) the mini Cadrille: point clouds, images, text"),
 }
 

@@ -146,6 +146,17 @@ def test_a_finished_run_started_again_is_a_new_run(tokenizer, parts, tmp_path):
     check_a_finished_run_started_again_is_a_new_run(_train_tiny(tokenizer, parts), tmp_path)
 
 
+def test_word_tokens_can_join_a_run_that_began_without_them(tokenizer, parts, tmp_path):
+    """The embedding grows by the describer's words; the optimizer's saved moments no longer fit, so the
+    run goes on with a fresh optimizer instead of failing at its first step."""
+    train_tiny = _train_tiny(tokenizer, parts)
+    first = train_tiny(tmp_path / "run", tmp_path / "out", max_steps=2, word_tokens=False)
+    assert first["config"]["vocab_size"] == len(tokenizer)
+    again = train_tiny(tmp_path / "run", tmp_path / "out", max_steps=2, word_tokens=True)
+    assert again["config"]["vocab_size"] == len(tokenizer) + len(describer_words())
+    assert [r["step"] for r in again["train"]] == [1, 2, 3, 4] and len(again["runs"]) == 2
+
+
 def test_word_tokens_shorten_descriptions_and_leave_the_code_alone(tokenizer, parts):
     words = describer_words()
     assert len(words) > 50 and " radius" in words and " workplane" in words and words == describer_words()

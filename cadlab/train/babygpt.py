@@ -198,8 +198,10 @@ class TrainSettings(LoopSettings):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab train-babygpt", description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", default=str(CORPUS), help="the text to learn")
-    parser.add_argument("--out", default=str(BABYGPT_DIR), help="folder for model.pth, config.json, tokenizer.json, logs")
-    parser.add_argument("--run-dir", type=Path, default=None, help="where a resumable run state is kept (default: none)")
+    parser.add_argument("--out", default=str(BABYGPT_DIR),
+                        help="folder for model.pth, config.json, tokenizer.json, logs")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="where a resumable run state is kept (default: none)")
     loop.flags(parser, TrainSettings)
     args = parser.parse_args(argv)
     settings = loop.settings_from(args, TrainSettings)

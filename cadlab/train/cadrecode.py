@@ -200,7 +200,8 @@ def loss_report(model, tokenizer, programs, clouds, batch_size: int = 16) -> dic
         perm = perm[1:] + perm[:1]                    # each program gets its neighbour's cloud
     true, shuffled = TokenLoss(tokenizer), TokenLoss(tokenizer)
     for i in range(0, len(programs), batch_size):
-        for loss, order in ((true, list(range(i, min(i + batch_size, len(programs))))), (shuffled, perm[i:i + batch_size])):
+        in_order = list(range(i, min(i + batch_size, len(programs))))
+        for loss, order in ((true, in_order), (shuffled, perm[i:i + batch_size])):
             batch = collate(tokenizer, programs[i:i + batch_size], clouds[order])
             logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits
             loss.add(logits, batch["labels"])

@@ -64,7 +64,8 @@ def score_against_truth(candidate, truth) -> dict | None:
     if candidate is None or candidate.mesh is None:
         return None
     try:
-        return {"iou": float(iou(truth, candidate.mesh)), "cd_x1000": float(chamfer_distance(truth, candidate.mesh) * CD_SCALE)}
+        return {"iou": float(iou(truth, candidate.mesh)),
+                "cd_x1000": float(chamfer_distance(truth, candidate.mesh) * CD_SCALE)}
     except Exception:                 # noqa: BLE001 - a non-manifold result counts as invalid
         return None
 

@@ -81,7 +81,7 @@ class LoopSettings:
     checkpoint_every: int | None = setting(None, "steps between checkpoints, instead of --checkpoint-minutes")
     bf16: bool = setting(True, "forward and backward under bf16 autocast (weights stay float32)")
     from_shipped: bool = setting(True, "with no run state, continue from the shipped model (else from scratch)")
-    seed: int | None = setting(0, "seed of torch's random state (a new model's weights, dropout, noise) and the data order")
+    seed: int | None = setting(0, "seed of a new model's weights, dropout, noise and the data order")
     device: str = setting("cpu", "cpu, cuda or mps")
     threads: int | None = setting(None, "torch CPU threads (default: torch's choice)")
 
@@ -96,11 +96,10 @@ def _flag_type(annotation: str):
     return {"int": int, "float": float, "str": str}[base]
 
 
-def flags(parser: argparse.ArgumentParser, settings_class, defaults=None) -> None:
-    """One ``--flag`` per field of ``settings_class`` (``--max-steps`` for ``max_steps``), its help
-    from the field, its default from ``defaults`` (an instance) or the class. Booleans get
-    ``--flag/--no-flag``; a dict field takes ``key=number,key=number``."""
-    defaults = defaults or settings_class()
+def flags(parser: argparse.ArgumentParser, settings_class) -> None:
+    """One ``--flag`` per field of ``settings_class`` (``--max-steps`` for ``max_steps``), its help and
+    default from the field. Booleans get ``--flag/--no-flag``; a dict field takes ``key=N,key=N``."""
+    defaults = settings_class()
     for f in dataclasses.fields(settings_class):
         if not f.init or "help" not in f.metadata:
             continue
@@ -234,6 +233,11 @@ def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSett
         group.setdefault("peak", settings.lr)    # a group without its own peak lr takes the settings'
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
+        if not _fits(optimizer):                # the recipe reshaped the model (new tokens): moments no longer fit
+            print("the model's parameters changed shape since the checkpoint: a fresh optimizer")
+            optimizer = recipe.optimizer(model)
+            for group in optimizer.param_groups:
+                group.setdefault("peak", settings.lr)
     if "rng" in state:
         torch.set_rng_state(state["rng"])
     if "position" in state:
@@ -306,6 +310,12 @@ def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSett
             break
     bar.close()
     return log
+
+
+def _fits(optimizer) -> bool:
+    """Whether every parameter's saved optimizer moments have the parameter's shape."""
+    return all(moment.shape == p.shape for group in optimizer.param_groups for p in group["params"]
+               for moment in optimizer.state.get(p, {}).values() if torch.is_tensor(moment) and moment.ndim > 0)
 
 
 def no_weight_decay_groups(named_parameters, peak: float, weight_decay: float) -> list[dict]:
