@@ -12,8 +12,9 @@ from training_checks import (
 )
 
 from cadlab.cad.cadrecode import tiny_cadrecode
+from cadlab.cad.cadrille_parts import build_parts, fresh_text_item, make_items
 from cadlab.cad.cadrille_processor import CadrilleProcessor, collate, mini_tokenizer
-from cadlab.cad.describe import LEVELS, numbers
+from cadlab.cad.describe import LEVELS, describer_words, numbers
 from cadlab.cad.reconstruct_cli import main as reconstruct_main
 from cadlab.cad.synth import program_numbers
 from cadlab.train.cadrille import (
@@ -21,12 +22,8 @@ from cadlab.train.cadrille import (
     TrainSettings,
     VisionSettings,
     add_word_tokens,
-    build_parts,
     check_text_mrope,
-    describer_words,
-    fresh_text_item,
     held_out_items,
-    make_items,
     new_model,
     train,
 )
@@ -65,7 +62,7 @@ def test_parts_hold_points_picture_and_four_descriptions(parts):
 
 
 def test_parts_are_cached_in_chunks_and_a_larger_set_builds_only_what_it_lacks(parts, tmp_path, monkeypatch):
-    import cadlab.train.cadrille as tc
+    import cadlab.cad.cadrille_parts as tc
 
     monkeypatch.setattr(tc, "PART_CHUNK", 2)
     first = tc.part_dataset(2, cache_dir=tmp_path, progress=False)             # seeds 0 and 1

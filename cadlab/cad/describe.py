@@ -29,12 +29,14 @@ picks one, deterministically. Nothing here runs the program.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
-from cadlab.cad.synth import generate_part
+from cadlab.cad.synth import FAMILIES, generate_part
 
 LEVELS = ("abstract", "beginner", "intermediate", "expert")
 
@@ -462,3 +464,27 @@ def describe_part(seed: int, level: str = "expert", family: str | None = None, w
     """The description of ``cadlab.cad.synth.generate_part(seed, family)``'s program (``wording`` defaults to ``seed``)."""
     name, code = generate_part(seed, family)
     return describe(code, name, level, seed if wording is None else wording)
+
+
+WORD_SEEDS_START = 20_000_000   # the programs the word list is read from: the text-only programs' seeds
+
+
+@functools.lru_cache(maxsize=4)
+def describer_words(programs: int = 600, min_count: int = 3) -> list[str]:
+    """The describer's English words, as tokens the code BPE lacks.
+
+    The mini CAD-Recode's BPE learned its merges from programs only, so it spells English nearly letter
+    by letter (an expert description of 444 characters is ~350 tokens; its program is ~50). This list is
+    every word of the descriptions of ``programs`` parts (seeds from ``WORD_SEEDS_START``, all families
+    but the unions, all four levels), with its leading space (or as the first word of a description),
+    seen at least ``min_count`` times and never a substring of any of those programs, so the code's own
+    tokens are untouched. Most frequent first (ties alphabetical): a pure function of its arguments."""
+    families = [f for f in FAMILIES if f != "union"]
+    counts, codes = Counter(), []
+    for k in range(programs):
+        name, code = generate_part(WORD_SEEDS_START + k, families[k % len(families)])
+        codes.append(code)
+        for level in LEVELS:
+            counts.update(re.findall(r"(?:^| )[A-Za-z]{2,}", describe(code, name, level, k)))
+    corpus = "\n".join(codes)
+    return [w for w, c in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])) if c >= min_count and w not in corpus]

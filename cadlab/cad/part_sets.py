@@ -20,6 +20,7 @@ from cadlab.paths import WORKSHOP_PARTS_DIR
 
 CHUNK = 500                   # training seeds per cached chunk: chunk k = seeds k*CHUNK .. (k+1)*CHUNK-1
 TEST_START, TEST_SEEDS = 10_000_000, 240    # held-out seeds: far from every training chunk
+NOISE_STD, NOISE_P = 0.01, 0.5              # CAD-Recode's augmentation: Gaussian noise on half the training clouds
 
 
 def held_out_set(progress: bool = True) -> dict:

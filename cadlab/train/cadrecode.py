@@ -52,7 +52,16 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config
 
 from cadlab.cad.cadrecode import END_TOKEN, POINT_TOKEN, START_TOKEN, CADRecode, load_cadrecode
-from cadlab.cad.part_sets import CHUNK, TEST_SEEDS, TEST_START, held_out_set, train_data, workshop_parts
+from cadlab.cad.part_sets import (
+    CHUNK,
+    NOISE_P,
+    NOISE_STD,
+    TEST_SEEDS,
+    TEST_START,
+    held_out_set,
+    train_data,
+    workshop_parts,
+)
 from cadlab.cad.reconstruct import error_anatomy, reconstruct
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import MINI_CADRECODE_DIR, cache_dir
@@ -63,7 +72,6 @@ from cadlab.train.loop import LoopSettings, setting
 WEIGHTS_DIR = MINI_CADRECODE_DIR
 SPECIAL_TOKENS = (END_TOKEN, START_TOKEN, POINT_TOKEN)   # ids 0, 1, 2 in the mini tokenizer
 RUN_DIR = cache_dir() / "mini-cadrecode-run"
-NOISE_STD, NOISE_P = 0.01, 0.5
 
 
 # --------------------------------------------------------------------------------------------
