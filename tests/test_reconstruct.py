@@ -375,14 +375,14 @@ def test_a_fit_budgeted_in_tries_is_reproducible():
     assert n_first == n_again == 10 and first.code == again.code and first.score < start.score
 
 
-def test_error_anatomy_reads_plane_kind_skeleton_and_numbers_off_the_code():
+def test_program_errors_reads_plane_kind_skeleton_and_numbers_off_the_code():
     head = "import cadquery as cq\n"
     truth = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().rect(200,80).finalize().extrude(20)\n"
     off_by = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().rect(190,80).finalize().extrude(22)\n"
     other_plane = off_by.replace("'XY'", "'YZ'")
     disc = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().circle(100).finalize().extrude(20)\n"
     rows = [{"code": c, "truth_code": truth} for c in (truth, off_by, other_plane, disc, None)]
-    a = rec.error_anatomy(rows)
+    a = rec.program_errors(rows)
     assert a["parts"] == 5
     assert a["plane_right"] == 0.6                     # truth, off_by, disc
     assert a["kind_right"] == 0.6                      # the three plates (a plate on YZ is still a plate)
@@ -390,4 +390,4 @@ def test_error_anatomy_reads_plane_kind_skeleton_and_numbers_off_the_code():
     assert a["numbers_compared"] == 2 * 6              # origin (3), rect (2), extrude (1), on the two with its skeleton
     assert a["numbers_exact"] == round(10 / 12, 3)     # off_by misses 200 by 10 and 20 by 2
     assert a["median_number_error"] == 0.0
-    assert rec.error_anatomy([{"code": disc, "truth_code": truth}])["numbers_exact"] is None
+    assert rec.program_errors([{"code": disc, "truth_code": truth}])["numbers_exact"] is None

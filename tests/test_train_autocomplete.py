@@ -133,7 +133,7 @@ def test_loss_by_kind_splits_digits_from_structure(tokenizer):
 def test_evaluate_reports_each_decoding_as_it_finishes(tokenizer):
     model = tiny_qwen2(seed=5, vocab_size=len(tokenizer))
     seen = []
-    table = ta.evaluate(model, tokenizer, [4], fractions=(0.5,), progress=False,
+    table = ta.completion_table(model, tokenizer, [4], fractions=(0.5,), progress=False,
                         on_decoding=lambda t: seen.append(sorted(k for k in t if k in ("greedy", "sampled"))))
     assert seen == [["greedy"], ["greedy", "sampled"]]
     for decoding in ("greedy", "sampled"):

@@ -29,7 +29,7 @@ from cadlab.train.cadrecode import (
     TEST_START,
     TrainSettings,
     build_tokenizer,
-    collate,
+    program_batch,
     encode_program,
     train,
 )
@@ -73,9 +73,9 @@ def test_special_tokens_keep_their_roles(small_tokenizer):
     assert extract_code(text) == code
 
 
-def test_collate_puts_the_loss_on_code_tokens_only(small_tokenizer):
+def test_program_batch_puts_the_loss_on_code_tokens_only(small_tokenizer):
     programs = [encode_program(small_tokenizer, generate_program(s)) for s in (1, 2)]
-    batch = collate(small_tokenizer, programs, np.zeros((2, 256, 3), np.float32))
+    batch = program_batch(small_tokenizer, programs, np.zeros((2, 256, 3), np.float32))
     width = 256 + max(map(len, programs))
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (2, width)
     for row, program in enumerate(programs):

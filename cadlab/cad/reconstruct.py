@@ -188,7 +188,7 @@ def number_errors(predicted: str, truth: str) -> dict | None:
     return errors
 
 
-def error_anatomy(rows: list[dict]) -> dict:
+def program_errors(rows: list[dict]) -> dict:
     """Where predicted programs go wrong, read off the code against the true program (no solids).
 
     ``rows``: dicts with the predicted ``code`` (None for no program) and the true ``truth_code``.

@@ -23,7 +23,7 @@ in fp32, the optimizer, the random state and the position in the data). Each che
 the shipped adapter (safetensors, fp16, peft's layout: ``PeftModel.from_pretrained`` loads it), its
 log and loss curves into ``cadlab/weights/autocomplete-lora``, whose README is the model card.
 
-Evaluation (``evaluate``): for held-out parts and kept = 1/4, 1/2, 3/4 of their operations, the model
+Evaluation (``completion_table``, and ``evaluate`` for the shipped adapter): for held-out parts and kept = 1/4, 1/2, 3/4 of their operations, the model
 writes the rest (greedy, or sampled at temperature 0.7 / top-p 0.9 after ``torch.manual_seed``);
 the kept text + the completion must pass ``json.loads`` (parse rate), build a solid through the
 sandbox (valid rate), and the solid is compared with the full part's by volume IoU, in place.
@@ -348,7 +348,7 @@ def summarize(rows: list[dict]) -> dict:
             "mean_iou_valid": float(np.mean([r["iou"] for r in valid])) if valid else None}
 
 
-def evaluate(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", "sampled"), batch_size: int = 1,
+def completion_table(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("greedy", "sampled"), batch_size: int = 1,
              seed: int = 0, progress: bool = True, on_decoding=None) -> dict:
     """The held-out table of one model: for each decoding and kept fraction, parse rate, valid-solid
     rate and mean IoU (invalid as 0; and over valid ones), overall and per family, and the rows.
@@ -448,9 +448,9 @@ def print_table(result: dict) -> None:
                       f"mean IoU {s['mean_iou']:.3f} (n={s['n']})")
 
 
-def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned"),
-                   batch_size: int = 1, progress: bool = True) -> dict:
-    """``evaluate`` the base model and the shipped adapter on ``parts`` held-out parts; the table
+def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned"),
+             batch_size: int = 1, progress: bool = True) -> dict:
+    """``completion_table`` of the base model and the shipped adapter on ``parts`` held-out parts; the table
     goes into ``training_log.json`` under ``eval`` (written after each decoding of each model)."""
     path = Path(out_dir) / "training_log.json"
     base_model, tokenizer = load_base()
@@ -476,7 +476,7 @@ def run_evaluation(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", 
 
     for name in which:
         model = base_model if name == "base" else tuned
-        save(name, evaluate(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress,
+        save(name, completion_table(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress,
                             on_decoding=lambda table, name=name: save(name, dict(table))))
     return result
 
@@ -493,7 +493,7 @@ def main(argv=None) -> int:
     settings = loop.settings_from(args, TrainSettings)
     loop.apply_threads(settings)
     if args.eval:
-        print_table(run_evaluation(args.out, parts=args.parts, which=args.which))
+        print_table(evaluate(args.out, parts=args.parts, which=args.which))
         return 0
     train(args.run_dir, args.out, settings)
     return 0

@@ -62,7 +62,7 @@ from cadlab.cad.part_sets import (
     train_data,
     workshop_parts,
 )
-from cadlab.cad.reconstruct import error_anatomy, reconstruct
+from cadlab.cad.reconstruct import program_errors, reconstruct
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import MINI_CADRECODE_DIR, cache_dir
 from cadlab.train import loop
@@ -119,7 +119,7 @@ def mini_config(vocab_size: int, hidden_size: int = 256, layers: int = 4, heads:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-def collate(tokenizer, programs: list[list[int]], clouds, noise: bool = False, generator=None) -> dict:
+def program_batch(tokenizer, programs: list[list[int]], clouds, noise: bool = False, generator=None) -> dict:
     """Right-padded batch of ``(256 points) + [<|im_start|>] + code + [<|endoftext|>]`` with code-only labels."""
     pad = tokenizer.convert_tokens_to_ids(POINT_TOKEN)
     n = clouds.shape[1]
@@ -210,7 +210,7 @@ def loss_report(model, tokenizer, programs, clouds, batch_size: int = 16) -> dic
     for i in range(0, len(programs), batch_size):
         in_order = list(range(i, min(i + batch_size, len(programs))))
         for loss, order in ((true, in_order), (shuffled, perm[i:i + batch_size])):
-            batch = collate(tokenizer, programs[i:i + batch_size], clouds[order])
+            batch = program_batch(tokenizer, programs[i:i + batch_size], clouds[order])
             logits = model(**{k: v.to(device) for k, v in batch.items() if k != "labels"}).logits
             loss.add(logits, batch["labels"])
     model.train(was_training)
@@ -285,8 +285,8 @@ class CADRecodeRecipe:
         epoch = step // n
         index = self._epoch(epoch)[step % n]
         generator = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + step)
-        batch = collate(self.tokenizer, [programs[i] for i in index], self.data["points"][index], noise=True,
-                        generator=generator)
+        batch = program_batch(self.tokenizer, [programs[i] for i in index], self.data["points"][index], noise=True,
+                              generator=generator)
         loss = model(**{k: v.to(self.device) for k, v in batch.items()}).loss
         loss.backward()
         return {"loss": round(loss.item(), 5), "tokens": int(batch["input_ids"].numel()), "epoch": epoch}
@@ -379,7 +379,7 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
     each stage against the truth: ``greedy`` (the pool's first program), ``best_of_k`` (chosen by
     Chamfer distance to the input cloud, no ground truth) and ``fit`` (its numbers fitted).
     Returns a summary per stage, per-shape rows and seconds per shape; with the true programs
-    (``truth_codes``, in the training programs' form) also ``anatomy``: ``error_anatomy`` of the greedy
+    (``truth_codes``, in the training programs' form) also ``anatomy``: ``program_errors`` of the greedy
     and the fitted programs (right plane, right kind of part, right skeleton, numbers off by how much)."""
     rows = []
     for i, truth in enumerate(tqdm(truths, desc="reconstruct + score", disable=not progress)):
@@ -404,7 +404,7 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
               "seconds_per_shape": {"median": float(np.median([r["seconds"] for r in rows])),
                                     "max": float(np.max([r["seconds"] for r in rows]))}}
     if truth_codes is not None:
-        result["anatomy"] = {stage: error_anatomy([{"code": r[f"{stage}_code"], "truth_code": r["truth_code"]}
+        result["anatomy"] = {stage: program_errors([{"code": r[f"{stage}_code"], "truth_code": r["truth_code"]}
                                                    for r in rows]) for stage in ("greedy", "fit") if stage in stages}
     return {**result, "rows": rows}
 

@@ -70,7 +70,7 @@ from cadlab.cad.cadrille_parts import (
 from cadlab.cad.cadrille_processor import MODES, CadrilleProcessor, collate, mini_tokenizer, token_ids
 from cadlab.cad.describe import LEVELS, describer_words
 from cadlab.cad.part_sets import TEST_START
-from cadlab.cad.reconstruct import error_anatomy, score_program
+from cadlab.cad.reconstruct import program_errors, score_program
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import cache_dir
 from cadlab.train import loop
@@ -399,7 +399,7 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, ma
         result["shapes"] = i + 1
         for mode in modes:
             result[mode] = _mode_summary(rows[mode])
-            result[mode]["anatomy"] = error_anatomy(rows[mode])
+            result[mode]["anatomy"] = program_errors(rows[mode])
         result["mini_cadrecode_same_shapes"] = cadrecode_baseline(parts["seeds"][:i + 1])
         if write and log_path.exists():
             log = json.loads(log_path.read_text())
