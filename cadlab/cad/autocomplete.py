@@ -1,9 +1,11 @@
 """CAD-sequence autocomplete: given a caption and the first ``kept`` operations of a CAD sequence
-(``cadlab.cad.deepcad``), write the rest. Training examples and their loss.
+(``cadlab.cad.deepcad``), write the rest. Training examples and their loss. "The training note" below
+is the source this follows: a CAD-MLLM reproduction's notes on fine-tuning a language model for the task,
+whose prompt, boundary and loss this module reproduces and whose two defects it measures and fixes.
 
 **Examples.** ``make_example`` turns (caption, full, kept) into ``input_ids`` and
-``labels`` with the seed's prompt, the boundary read from the fast tokenizer's offset mapping;
-``seed_boundary`` reproduces the seed's ``len(tokenize(partial_text))``, which lands off.
+``labels`` with the training note's prompt, the boundary read from the fast tokenizer's offset mapping;
+``seed_boundary`` reproduces the note's ``len(tokenize(partial_text))``, which lands off.
 
 **Loss.** A micro-batch whose labels were all cut away by ``max_seq_length`` has a mean loss of
 0/0 = NaN (``seed_micro_batch_losses``); ``accumulation_step`` divides summed token losses by the
@@ -46,7 +48,7 @@ def make_example(tokenizer, caption: str, full: dict, kept: int, max_seq_length:
     Labels are -100 for every token of the prompt and of the first ``kept`` operations (the boundary:
     ``label_boundary`` at the end of ``serialize(full, kept)``), then the token ids: they decode to
     exactly the rest of the text plus the end token. With ``max_seq_length`` both lists are cut to
-    that length from the right, as the seed's tokenizer call does; a cut can leave no label at all
+    that length from the right, as the note's tokenizer call does; a cut can leave no label at all
     (see ``seed_micro_batch_losses``)."""
     prompt = PROMPT.format(caption=caption)
     text = prompt + serialize(full)
@@ -60,16 +62,16 @@ def make_example(tokenizer, caption: str, full: dict, kept: int, max_seq_length:
 
 
 def seed_boundary(tokenizer, caption: str, full: dict, kept: int, layout: str = "ours") -> dict:
-    """The seed's boundary ``len(tokenizer(partial_text))`` next to the true one.
+    """The note's boundary ``len(tokenizer(partial_text))`` next to the true one.
 
-    ``partial`` is ``full`` with its sequence cut to ``kept`` items (the seed's ``partial_json``),
+    ``partial`` is ``full`` with its sequence cut to ``kept`` items (the note's ``partial_json``),
     written as a whole JSON document, so it ends with closing brackets that the full text does not
     have at that point. ``layout`` 'ours' writes both texts with ``serialize``; 'seed' with
-    ``seed_text`` (json.dumps of entities, properties, sequence, as the seed). The true boundary is
+    ``seed_text`` (json.dumps of entities, properties, sequence, as the note). The true boundary is
     the first token past the kept operations in the full text (``label_boundary``).
 
     Returns ``{"seed", "true", "error" (seed - true), "masked"}``: masked is the text of the
-    completion tokens the seed's boundary hides (``""`` when it is not too late)."""
+    completion tokens the note's boundary hides (``""`` when it is not too late)."""
     partial = dict(full, sequence=full["sequence"][:kept])
     prompt = PROMPT.format(caption=caption)
     if layout == "ours":
@@ -117,7 +119,7 @@ def as_batch(example):
 
 
 def seed_micro_batch_losses(model, micro_batches) -> list[float]:
-    """The seed's loss per micro-batch: the model's own mean over label tokens. A micro-batch with no
+    """The note's loss per micro-batch: the model's own mean over label tokens. A micro-batch with no
     label token (all -100 after ``max_seq_length``) gives 0/0 = NaN."""
     losses = []
     with torch.no_grad():
@@ -128,7 +130,7 @@ def seed_micro_batch_losses(model, micro_batches) -> list[float]:
 
 
 def seed_accumulation_step(model, micro_batches) -> list[float]:
-    """The seed's loop: ``loss = outputs.loss``; ``if not isnan(loss): (loss / n).backward()``. Returns
+    """The note's loop: ``loss = outputs.loss``; ``if not isnan(loss): (loss / n).backward()``. Returns
     the micro-batch losses (NaN ones included). Each micro-batch weighs the same whatever its number
     of label tokens, so the gradient is a mean of means, not the window's token mean."""
     losses = []
@@ -207,6 +209,6 @@ def part_example(tokenizer, caption: str, full: dict, kept=None, max_seq_length:
 
 
 def length_that_fits(lengths, share: float = 0.8) -> int:
-    """The smallest max_seq_length that fits ``share`` of the examples whole (the seed: 13000 fits 80 %)."""
+    """The smallest max_seq_length that fits ``share`` of the examples whole (the note: 13000 fits 80 %)."""
     ordered = sorted(lengths)
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]

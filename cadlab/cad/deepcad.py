@@ -616,6 +616,6 @@ def parse(text: str) -> dict:
 
 
 def seed_text(doc: dict) -> str:
-    """The seed's text of a sequence: ``json.dumps`` of the dict as it is (entities, properties,
+    """The training note's text of a sequence: ``json.dumps`` of the dict as it is (entities, properties,
     sequence), compact as the public collator writes it."""
     return _dumps(doc)

@@ -1,6 +1,6 @@
-"""Training memory of a decoder, measured and on paper (seed 004's third defect).
+"""Training memory of a decoder, measured and on paper (and the third defect of a CAD-MLLM reproduction's training note).
 
-The seed budgets attention as B * H * L^2 * bytes ("10.8 GB just for attention" for Qwen3-8B at
+That note budgets attention as B * H * L^2 * bytes ("10.8 GB just for attention" for Qwen3-8B at
 13,000 tokens). That matrix exists only with *eager* attention, which materialises the softmax
 probabilities of every head and keeps them for the backward pass. SDPA (and flash attention) work
 in tiles and keep only the output and one log-sum-exp per row and head: O(L), not O(L^2). What then
@@ -17,7 +17,7 @@ dominates a long sequence is
 ``measure_step`` runs one forward + backward (the loss over every position, as a causal-LM
 ``labels=`` call does) and reports the peak of the process's resident memory above what it was
 before the step (sampled every millisecond by a thread) and the time. ``estimate`` is the formula
-above for a transformers config; ``qwen3_8b`` redoes the seed's arithmetic on paper.
+above for a transformers config; ``qwen3_8b`` redoes the note's arithmetic on paper.
 
     python -m cadlab.lm.memory                      # SmolLM2-135M-Instruct table -> cadlab/data/autocomplete_memory.json
 """
@@ -179,9 +179,9 @@ def parameters(config) -> int:
 
 
 def qwen3_8b(length: int = 13_000) -> dict:
-    """The seed's Qwen3-8B at 13,000 tokens (batch 1, bf16 weights, LoRA r=8), redone term by term, in GB.
+    """The note's Qwen3-8B at 13,000 tokens (batch 1, bf16 weights, LoRA r=8), redone term by term, in GB.
 
-    ``seed_attention_one_layer`` is the seed's own figure, B*H*L^2*2 bytes, which is one layer's
+    ``seed_attention_one_layer`` is the note's own figure, B*H*L^2*2 bytes, which is one layer's
     eager probabilities; eager without checkpointing would keep it in all 36 layers."""
     gb = 1e9
     eager = estimate(QWEN3_8B, length, "eager", checkpointing=True, bytes_per=2, logits_bytes=2)

@@ -9,7 +9,7 @@ fixed shuffled order, held-out seeds from ``HELD_OUT_START`` on. One micro-batch
 + the end token once, with every truncation the public script writes (``_tr_01 .. _tr_05``) as
 per-token weights, since teacher forcing gives all of them the same input. Parts whose text is
 longer than ``max_seq_length`` tokens are left out (counted in each step's ``skipped``), never cut: a cut could
-leave a micro-batch without a label (the seed's NaN) and always drops the end of the completion.
+leave a micro-batch without a label (the training note's NaN) and always drops the end of the completion.
 
 Loss. ``accumulation_step`` over ``accumulation`` parts: summed weighted token cross-entropy over
 the window's total weight, so the gradient is that of one batch and never NaN; logits only from
@@ -62,7 +62,7 @@ RUN_DIR = cache_dir() / "autocomplete-lora-run"
 HELD_OUT_START = 1_000_000            # held-out part seeds; training seeds are 0 .. train_parts - 1
 TARGETS = DECODER_PROJECTIONS        # LoRA on every projection of every decoder layer
 FRACTIONS = (0.25, 0.5, 0.75)
-SAMPLING = {"temperature": 0.7, "top_p": 0.9}          # the seed's generate() settings
+SAMPLING = {"temperature": 0.7, "top_p": 0.9}          # the training note's generate() settings
 
 
 @dataclass
@@ -296,7 +296,7 @@ def kept_for(n_ops: int, fraction: float) -> int:
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: bool = False, seed: int = 0,
              batch_size: int = 16) -> list[str]:
     """The model's continuation of each prompt, up to and including the close ``" ]}"`` (or the end
-    token, or ``max_new_tokens``). Left-padded batches; greedy, or the seed's sampling (temperature
+    token, or ``max_new_tokens``). Left-padded batches; greedy, or the training note's sampling (temperature
     0.7, top-p 0.9) after ``torch.manual_seed(seed + batch index)``."""
     eos = tokenizer.eos_token_id
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=eos, eos_token_id=eos,

@@ -1,4 +1,4 @@
-"""The seed's interactive loop: ``cadlab babygpt`` reads a prompt, prints babyGPT's continuation.
+"""buildyourownllm's interactive loop: ``cadlab babygpt`` reads a prompt, prints babyGPT's continuation.
 
 Type a prompt and press Enter; the model continues it and reports tokens per second. End
 with Ctrl-D (end of input) or Ctrl-C: both exit cleanly with status 0.
