@@ -18,8 +18,8 @@ import torch
 import trimesh
 
 import cadlab.cad.cadrecode as cadrecode
+from cadlab.cad import program_errors, reconstruct_cli, sandbox
 from cadlab.cad import reconstruct as rec
-from cadlab.cad import reconstruct_cli, sandbox
 from cadlab.cad.cadrecode import tiny_cadrecode
 from cadlab.cad.metrics import chamfer_distance
 from cadlab.cad.synth import NUMBER
@@ -351,14 +351,14 @@ def test_number_kinds_and_errors():
              "r=w0.sketch().rect(200,120).push([(-60,0),(60,0)]).circle(15,mode='s').finalize().extrude(40)\n"
              "r=r.union(w0.workplane(offset=40).sketch().segment((-10,-5),(10,-5)).arc((12,0),(10,5)).close()"
              ".assemble().finalize().extrude(8))\n")
-    kinds = [k for k, _ in rec.number_kinds(truth)]
+    kinds = [k for k, _ in program_errors.number_kinds(truth)]
     assert kinds == ["position"] * 3 + ["size"] * 2 + ["position"] * 4 + ["size"] * 3 + ["vertex"] * 8 + ["size"]
     predicted = truth.replace("rect(200,120)", "rect(198,124)").replace("(-60,0)", "(-58,1)")
-    errors = rec.number_errors(predicted, truth)
+    errors = program_errors.number_errors(predicted, truth)
     assert sorted(errors["size"], reverse=True)[:2] == [4, 2] and sum(errors["size"]) == 6
     assert sorted(errors["position"], reverse=True)[:2] == [2, 1] and sum(errors["vertex"]) == 0
-    assert rec.number_errors(truth.replace(".rect(", ".circle("), truth) is None     # another structure
-    assert rec.skeleton(predicted) == rec.skeleton(truth)
+    assert program_errors.number_errors(truth.replace(".rect(", ".circle("), truth) is None     # another structure
+    assert program_errors.skeleton(predicted) == program_errors.skeleton(truth)
 
 
 def test_a_fit_budgeted_in_tries_is_reproducible():
@@ -382,7 +382,7 @@ def test_program_errors_reads_plane_kind_skeleton_and_numbers_off_the_code():
     other_plane = off_by.replace("'XY'", "'YZ'")
     disc = head + "w0=cq.Workplane('XY',origin=(0,0,-10))\nr=w0.sketch().circle(100).finalize().extrude(20)\n"
     rows = [{"code": c, "truth_code": truth} for c in (truth, off_by, other_plane, disc, None)]
-    a = rec.program_errors(rows)
+    a = program_errors.program_errors(rows)
     assert a["parts"] == 5
     assert a["plane_right"] == 0.6                     # truth, off_by, disc
     assert a["kind_right"] == 0.6                      # the three plates (a plate on YZ is still a plate)
@@ -390,4 +390,4 @@ def test_program_errors_reads_plane_kind_skeleton_and_numbers_off_the_code():
     assert a["numbers_compared"] == 2 * 6              # origin (3), rect (2), extrude (1), on the two with its skeleton
     assert a["numbers_exact"] == round(10 / 12, 3)     # off_by misses 200 by 10 and 20 by 2
     assert a["median_number_error"] == 0.0
-    assert rec.program_errors([{"code": disc, "truth_code": truth}])["numbers_exact"] is None
+    assert program_errors.program_errors([{"code": disc, "truth_code": truth}])["numbers_exact"] is None

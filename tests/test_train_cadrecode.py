@@ -29,8 +29,8 @@ from cadlab.train.cadrecode import (
     TEST_START,
     TrainSettings,
     build_tokenizer,
-    program_batch,
     encode_program,
+    program_batch,
     train,
 )
 

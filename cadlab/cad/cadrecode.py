@@ -1,4 +1,4 @@
-"""CAD-Recode: a point cloud goes in, CadQuery code comes out (seed 000, first diagram).
+"""CAD-Recode: a point cloud goes in, CadQuery code comes out.
 
 The whole road, one STL file at a time, eight files per batch::
 

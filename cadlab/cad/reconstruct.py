@@ -14,17 +14,14 @@ No ground truth is used: programs are judged against the input cloud only.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import trimesh
-from matplotlib.figure import Figure
 
 from cadlab.cad.cadrecode import POINT_TOKEN, extract_code, prepare_inputs
-from cadlab.cad.describe import parse_program, part_name
 from cadlab.cad.metrics import chamfer_distance_points
 from cadlab.cad.pointcloud import mesh_to_point_cloud, normalize_mesh
 from cadlab.cad.sandbox import TESSELLATION, closed_solid, run_cadquery
@@ -147,82 +144,6 @@ def fit_numbers(candidate: Candidate, cloud, seconds: float = DEFAULT_FIT_SECOND
     if final.score is None or final.score >= candidate.score:
         return candidate, evaluations
     return final, evaluations
-
-
-def number_kinds(code: str) -> list[tuple[str, float]]:
-    """Each numeric literal of a program (after the import line) with its kind: ``position`` (a workplane
-    origin or a ``push``ed point), ``vertex`` (a ``segment``/``arc`` point of a profile) or ``size``
-    (everything else: rect/circle/box/cylinder sizes, extrusion depths, offsets)."""
-    head = code.index("\n") + 1 if "\n" in code else 0
-    out = []
-    for match in NUMBER.finditer(code, head):
-        before = code[:match.start()]
-        call = before[before.rfind(".") + 1:] if "." in before else before
-        if "origin=(" in before[before.rfind("Workplane("):] and ")" not in before[before.rfind("origin=("):]:
-            kind = "position"
-        elif call.startswith("push("):
-            kind = "position"
-        elif call.startswith(("segment(", "arc(")):
-            kind = "vertex"
-        else:
-            kind = "size"
-        out.append((kind, float(match.group())))
-    return out
-
-
-def skeleton(code: str) -> str:
-    """A program with every number replaced by ``#``: two programs with the same skeleton differ only in numbers."""
-    head = code.index("\n") + 1 if "\n" in code else 0
-    return code[:head] + NUMBER.sub("#", code[head:])
-
-
-def number_errors(predicted: str, truth: str) -> dict | None:
-    """How many grid units each number of ``predicted`` is off from ``truth``'s, by kind (``number_kinds``):
-    kind -> list of |predicted - true|. None when the two programs differ in more than their numbers
-    (another structure: the numbers do not correspond)."""
-    if skeleton(predicted) != skeleton(truth):
-        return None
-    errors: dict = {}
-    for (kind, p), (_, t) in zip(number_kinds(predicted), number_kinds(truth)):
-        errors.setdefault(kind, []).append(abs(p - t))
-    return errors
-
-
-def program_errors(rows: list[dict]) -> dict:
-    """Where predicted programs go wrong, read off the code against the true program (no solids).
-
-    ``rows``: dicts with the predicted ``code`` (None for no program) and the true ``truth_code``.
-    Shares of the rows with the true workplane plane (``'XY'`` / ``'YZ'`` / ``'ZX'``), with the true kind
-    of part (``describe.part_name`` of both programs, read without the family: plate, disc, prism, ...),
-    and with the true skeleton (``reconstruct.skeleton``: the same construction, numbers aside); then, over
-    the programs with the true skeleton, the share of numbers exactly right and the median |error| in grid
-    units. A wrong skeleton makes the numbers incomparable: they are not counted."""
-    def plane(code):
-        found = re.search(r"Workplane\('(\w+)'", code or "")
-        return found[1] if found else None
-
-    def kind(code):
-        try:
-            return part_name(parse_program(code))
-        except Exception:               # noqa: BLE001 - a program outside the grammar has no kind
-            return None
-
-    n = len(rows)
-    same_plane = same_kind = same_skeleton = 0
-    errors = []
-    for row in rows:
-        truth, code = row["truth_code"], row["code"] or ""
-        same_plane += plane(code) == plane(truth)
-        same_kind += kind(code) is not None and kind(code) == kind(truth)
-        numbers = number_errors(code, truth)
-        if numbers is not None:
-            same_skeleton += 1
-            errors += [e for values in numbers.values() for e in values]
-    share = (lambda k: round(k / n, 3) if n else None)
-    return {"parts": n, "plane_right": share(same_plane), "kind_right": share(same_kind),
-            "skeleton_right": share(same_skeleton), "numbers_compared": len(errors),
-            "numbers_exact": round(sum(e == 0 for e in errors) / len(errors), 3) if errors else None,
-            "median_number_error": float(np.median(errors)) if errors else None}
 
 
 @dataclass
@@ -362,51 +283,3 @@ def to_frame_of(mesh, reference):
     moved.apply_scale(float(np.max(reference.extents)) / 2.0)
     moved.apply_translation(reference.bounds.mean(axis=0))
     return moved
-
-
-# --------------------------------------------------------------------------------------------
-# Pictures
-# --------------------------------------------------------------------------------------------
-def draw_mesh(ax, mesh, title: str = "", color: str = "#8fb8de") -> None:
-    """A trimesh on a matplotlib 3-D axis, equal aspect, no axes."""
-    v = mesh.vertices
-    ax.plot_trisurf(v[:, 0], v[:, 1], v[:, 2], triangles=mesh.faces, color=color, edgecolor="#33333322",
-                    linewidth=0.2, shade=True)
-    ax.set_box_aspect(np.maximum(np.ptp(v, axis=0), 1e-3))
-    ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
-
-
-def draw_points(ax, points, title: str = "") -> None:
-    """A point cloud on a matplotlib 3-D axis, coloured by height."""
-    points = np.asarray(points)
-    ax.scatter(*points.T, s=5, c=points[:, 2], cmap="viridis")
-    ax.set_box_aspect(np.maximum(np.ptp(points, axis=0), 1e-3))
-    ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
-
-
-def draw_reconstruction(fig, points, prediction=None, truth=None, title: str = "prediction") -> None:
-    """Side by side on ``fig``: the input points, the predicted solid, and (if given) the ground truth.
-
-    Meshes are shown in the normalized frame (``normalize_mesh``), the frame of the points.
-    """
-    panels = 2 + (truth is not None)
-    draw_points(fig.add_subplot(1, panels, 1, projection="3d"), points, f"input: {len(points)} points")
-    ax = fig.add_subplot(1, panels, 2, projection="3d")
-    if prediction is None:
-        ax.text2D(0.5, 0.5, "no valid solid", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
-    else:
-        draw_mesh(ax, normalize_mesh(prediction), title, color="#f4b183")
-    if truth is not None:
-        draw_mesh(fig.add_subplot(1, panels, 3, projection="3d"), normalize_mesh(truth), "ground truth")
-
-
-def save_preview(path, points, prediction=None, title: str = "prediction") -> None:
-    """Write a PNG of ``draw_reconstruction`` (the Agg canvas: no display, no pyplot state)."""
-    fig = Figure(figsize=(8, 4), dpi=100)
-    draw_reconstruction(fig, points, prediction, title=title)
-    fig.tight_layout()
-    fig.savefig(path)

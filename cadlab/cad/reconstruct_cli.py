@@ -35,6 +35,7 @@ from cadlab.cad.cadrecode import load_cadrecode
 from cadlab.cad.cadrille import generate_code, load_cadrille
 from cadlab.cad.cadrille_processor import MODES, mode_item
 from cadlab.cad.metrics import CD_SCALE, chamfer_distance, iou
+from cadlab.cad.plots import save_preview
 from cadlab.cad.pointcloud import load_mesh, normalize_mesh
 from cadlab.cad.reconstruct import (
     DEFAULT_FIT_SECONDS,
@@ -44,7 +45,6 @@ from cadlab.cad.reconstruct import (
     MAX_SAMPLES,
     SMALL_MODEL,
     reconstruct,
-    save_preview,
     to_frame_of,
 )
 from cadlab.cad.sandbox import closed_solid, run_cadquery, why_invalid

@@ -14,7 +14,7 @@ after pass k then token j+1 is exact after pass k+1; so **after k passes at leas
 equal greedy**, and at most n passes reach the fixed point (Santilli et al., ACL 2023). Any further
 token that happens to be right already is a free speed-up.
 
-``iterative_generate`` is the published method (seed 002): fill a block of ``add_eos_length + 1``
+``iterative_generate`` is the published method (``dllm-reasoning``'s ``inference/generator.py``): fill a block of ``add_eos_length + 1``
 positions with EOS placeholders, run ``refine_iter`` Jacobi passes, commit the whole block. Only
 ``refine_iter`` tokens per block are guaranteed; the rest are committed unchecked, so on an ordinary
 model its output departs from greedy decoding.
@@ -100,14 +100,14 @@ def _mask_after_eos(new, finished, eos, pad_token_id):
 
 
 # ---------------------------------------------------------------------------------------
-# The published method (seed 002), reproduced
+# The published method (dllm-reasoning's iterative_generate), reproduced
 # ---------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
 def iterative_generate(model, input_ids, attention_mask=None, *, add_eos_length=127, refine_iter=2,
                        max_new_tokens=1024, max_length=8192, eos_token_id, pad_token_id):
-    """The seed's block-wise iterative refinement; returns prompt + new tokens ``[batch, seq]``.
+    """dllm-reasoning's block-wise iterative refinement; returns prompt + new tokens ``[batch, seq]``.
 
     Per block (as published): append ``add_eos_length`` EOS placeholders after the prefix of length
     ``pre``; run a full forward pass (no KV cache) and take the argmax of the logits at positions
@@ -117,7 +117,7 @@ def iterative_generate(model, input_ids, attention_mask=None, *, add_eos_length=
     block. Each pass is one Jacobi iteration, so only the first ``refine_iter`` tokens of a block are
     guaranteed to equal greedy decoding; the rest are committed unchecked (the method is lossy).
 
-    Faithful to the seed: EOS placeholders, block size, refine passes, no KV cache, truncation at
+    Faithful to the original: EOS placeholders, block size, refine passes, no KV cache, truncation at
     EOS. Corrected (they are bugs, not the method): positions follow the attention mask (left
     padding), each row stops at its own EOS (later tokens are ``pad_token_id``), and the output never
     exceeds ``max_new_tokens`` new tokens or ``max_length`` tokens in all.
@@ -384,9 +384,9 @@ def explore_block(model, input_ids, *, block_size, refine_iter, placeholder_id):
     - the Jacobi staircase (``jacobi_trajectory`` from ``placeholder_id``): ``states`` [passes + 1, m],
       ``greedy`` (its fixed point, the greedy block) and ``first_final`` (per position, the pass after
       which it holds its greedy token for good; the guarantee is ``first_final[i] <= i + 1``);
-    - the seed's method (``iterative_generate`` with ``add_eos_length = m - 1`` and ``refine_iter``
+    - the published method (``iterative_generate`` with ``add_eos_length = m - 1`` and ``refine_iter``
       passes, placeholders = EOS = ``placeholder_id``): ``seed`` (the committed tokens, cut after an
-      EOS as the seed does), ``seed_correct`` (how many of them lead as in greedy) and ``guaranteed``
+      EOS as the original does), ``seed_correct`` (how many of them lead as in greedy) and ``guaranteed``
       (min(refine_iter, m): what the passes prove);
     - lossless Jacobi (``jacobi_generate``, no EOS stop): ``accepted_per_pass`` (tokens verified and
       committed by each pass; they sum to m) and ``accepted_after_refine`` (what the first
@@ -412,7 +412,7 @@ def explore_block(model, input_ids, *, block_size, refine_iter, placeholder_id):
 
 
 # ---------------------------------------------------------------------------------------
-# The seed's demo CLI: cadlab iterative-generate / python -m cadlab.lm.parallel_decoding
+# The published demo's CLI (demo.py): cadlab iterative-generate / python -m cadlab.lm.parallel_decoding
 # ---------------------------------------------------------------------------------------
 
 
@@ -466,16 +466,16 @@ def _prompt_of(item, where) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Dashed flags; the seed's underscore spellings (``--max_new_tokens``) are accepted as aliases."""
+    """Dashed flags; the published demo's underscore spellings (``--max_new_tokens``) are accepted as aliases."""
     parser = argparse.ArgumentParser(
         prog="cadlab iterative-generate",
         description="Block-wise parallel decoding of prompts: the published iterative refinement "
                     "(--method seed, lossy), lossless Jacobi decoding (jacobi) or plain greedy decoding. "
-                    "Also: python -m cadlab.lm.parallel_decoding. The seed's underscore flags (--max_new_tokens, ...) "
+                    "Also: python -m cadlab.lm.parallel_decoding. The published demo's underscore flags (--max_new_tokens, ...) "
                     "work too.")
 
     def flag(name, *, to=parser, seed=True, **kwargs):
-        """--name, plus the seed's --name_with_underscores when ``seed`` (the flag is in seed 002's CLI)."""
+        """--name, plus the published demo's --name_with_underscores when ``seed`` (the flag is in its CLI)."""
         names = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if seed and "-" in name else [])
         to.add_argument(*names, dest=name.replace("-", "_"), **kwargs)
 
@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", "--model-path", "--model_path", dest="model_path", default=None,
                         help="model folder or cached hub id (default: cadlab's load_lm(): $CADLAB_LM or the "
                              "offline SmolLM2-135M-Instruct); --model, as in the other cadlab tools, or the "
-                             "seed's --model_path")
+                             "published demo's --model_path")
     flag("method", choices=["seed", "jacobi", "greedy"], default="seed")
     flag("add-eos-length", type=int, default=127, help="seed: placeholders per block (block = this + 1)")
     flag("refine-iter", type=int, default=2, help="seed: Jacobi passes per block")

@@ -62,7 +62,8 @@ from cadlab.cad.part_sets import (
     train_data,
     workshop_parts,
 )
-from cadlab.cad.reconstruct import program_errors, reconstruct
+from cadlab.cad.program_errors import program_errors
+from cadlab.cad.reconstruct import reconstruct
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import MINI_CADRECODE_DIR, cache_dir
 from cadlab.train import loop

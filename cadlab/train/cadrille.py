@@ -70,7 +70,8 @@ from cadlab.cad.cadrille_parts import (
 from cadlab.cad.cadrille_processor import MODES, CadrilleProcessor, collate, mini_tokenizer, token_ids
 from cadlab.cad.describe import LEVELS, describer_words
 from cadlab.cad.part_sets import TEST_START
-from cadlab.cad.reconstruct import program_errors, score_program
+from cadlab.cad.program_errors import program_errors
+from cadlab.cad.reconstruct import score_program
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import cache_dir
 from cadlab.train import loop

@@ -250,8 +250,8 @@ class BabyGPT(nn.Module):
 def load_babygpt(folder=BABYGPT_DIR):
     """(model, tokenizer) from ``folder``: config.json, tokenizer.json and model.pth.
 
-    As in the seed: build the model, ``load_state_dict(torch.load("model.pth"))``, ``eval()``
-    (dropout off). Unlike the seed, ``torch.load(..., weights_only=True)``: a .pth file is a
+    As in buildyourownllm's sampler: build the model, ``load_state_dict(torch.load("model.pth"))``, ``eval()``
+    (dropout off). Unlike it, ``torch.load(..., weights_only=True)``: a .pth file is a
     pickle, and a pickle can run arbitrary code when loaded; weights_only only rebuilds tensors.
     """
     folder = Path(folder)
