@@ -44,6 +44,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 from transformers.utils import can_return_tuple
 from transformers.utils import logging as hf_logging
 
+from cadlab.cad.generation import generate_sequences
 from cadlab.cad.pointcloud import FourierPointEncoder, load_mesh, mesh_to_point_cloud
 from cadlab.lm.models import qwen25_tokenizer, randomize_
 from cadlab.paths import MINI_CADRECODE_DIR
@@ -274,14 +275,12 @@ def reconstruct_folder(model, tokenizer, stl_dir, out_dir, batch_size: int = 8, 
     out_dir.mkdir(parents=True, exist_ok=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     pad_id = _token_id(tokenizer, POINT_TOKEN)
-    device = next(model.parameters()).device
     if generate_kwargs.get("do_sample", False):
         torch.manual_seed(seed)   # generate samples from torch's global generator
     written = []
     for batch in tqdm(loader, desc="CAD-Recode", disable=not progress):
-        inputs = prepare_inputs(batch["point_cloud"], tokenizer)
-        tokens = model.generate(**{k: v.to(device) for k, v in inputs.items()}, max_new_tokens=max_new_tokens,
-                                pad_token_id=pad_id, num_return_sequences=n_samples, **generate_kwargs)
+        tokens = generate_sequences(model, prepare_inputs(batch["point_cloud"], tokenizer), samples=n_samples,
+                                    max_new_tokens=max_new_tokens, pad_token_id=pad_id, **generate_kwargs)
         texts = tokenizer.batch_decode(tokens, skip_special_tokens=False)
         for i, text in enumerate(texts):   # generate returns row b's samples consecutively
             stem, k = batch["stem"][i // n_samples], i % n_samples

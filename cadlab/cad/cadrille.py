@@ -78,6 +78,7 @@ from cadlab.cad.cadrille_processor import (
     set_roles,
     token_ids,
 )
+from cadlab.cad.generation import generate_sequences
 from cadlab.cad.pointcloud import FourierPointEncoder
 from cadlab.lm.models import randomize_
 from cadlab.paths import MINI_CADRILLE_DIR
@@ -369,11 +370,9 @@ def generate_code(model: Cadrille, processor: CadrilleProcessor, items: list[dic
     """Programs for ``items`` (see ``collate``): greedy unless ``generate_kwargs`` say otherwise, as Cadrille's
     test script; the new tokens decoded with ``skip_special_tokens=True``."""
     inputs = collate(items, processor, eval=True)
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
     tokenizer = processor.tokenizer
-    tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                            eos_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN), **generate_kwargs)
+    tokens = generate_sequences(model, inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                eos_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN), **generate_kwargs)
     return processor.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

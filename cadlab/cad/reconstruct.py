@@ -22,6 +22,7 @@ import torch
 import trimesh
 
 from cadlab.cad.cadrecode import POINT_TOKEN, extract_code, prepare_inputs
+from cadlab.cad.generation import generate_sequences
 from cadlab.cad.metrics import chamfer_distance_points
 from cadlab.cad.pointcloud import mesh_to_point_cloud, normalize_mesh
 from cadlab.cad.sandbox import TESSELLATION, closed_solid, run_cadquery
@@ -215,21 +216,17 @@ def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
     if not (isinstance(samples, int) and samples >= 1):
         raise ValueError(f"samples must be a positive integer, got {samples!r}.")
     inputs = prepare_inputs(points, tokenizer)
-    device = next(model.parameters()).device
-    inputs = {key: value.to(device) for key, value in inputs.items()}
     settings = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.convert_tokens_to_ids(POINT_TOKEN))
     batch = inputs["input_ids"].shape[0]
     per_cloud = [[] for _ in range(batch)]
     if greedy_first:
-        tokens = model.generate(**inputs, do_sample=False, **settings)
+        tokens = generate_sequences(model, inputs, do_sample=False, **settings)
         for row, text in enumerate(tokenizer.batch_decode(tokens, skip_special_tokens=False)):
             per_cloud[row].append(extract_code(text))
     n_sampled = samples - len(per_cloud[0])
     if n_sampled > 0:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            tokens = model.generate(**inputs, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                    num_return_sequences=n_sampled, **settings)
+        tokens = generate_sequences(model, inputs, samples=n_sampled, seed=seed, do_sample=True,
+                                    temperature=temperature, top_k=0, top_p=1.0, **settings)
         texts = tokenizer.batch_decode(tokens, skip_special_tokens=False)
         for i, text in enumerate(texts):      # generate returns row b's samples consecutively
             per_cloud[i // n_sampled].append(extract_code(text))

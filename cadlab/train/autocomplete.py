@@ -48,6 +48,7 @@ from transformers import GenerationConfig
 
 from cadlab.cad import autocomplete as ac
 from cadlab.cad import deepcad
+from cadlab.cad.generation import generate_sequences
 from cadlab.cad.metrics import iou
 from cadlab.cad.sandbox import closed_solid
 from cadlab.lm.memory import set_checkpointing
@@ -309,7 +310,8 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: 
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
         if sample:
             torch.manual_seed(seed + b)
-        generated = model.generate(input_ids=ids, attention_mask=mask, generation_config=config, tokenizer=tokenizer)
+        generated = generate_sequences(model, {"input_ids": ids, "attention_mask": mask}, generation_config=config,
+                                       tokenizer=tokenizer)
         for row in generated[:, width:]:
             text = tokenizer.decode([t for t in row.tolist() if t != eos])
             cut = text.find(deepcad.CLOSE)
