@@ -85,6 +85,18 @@ def test_babygpt_finished_run_started_again_is_a_new_run(tmp_path):
     check_a_finished_run_started_again_is_a_new_run(_babygpt_train, tmp_path)
 
 
+def test_a_new_run_on_a_finished_one_takes_its_own_learning_rate(tmp_path):
+    first = _babygpt_train(tmp_path / "run", None, max_steps=2)
+    assert max(r["lr"] for r in first["train"]) == pytest.approx(1e-2)
+    settings = babygpt.settings_for(2, 1e-3, 0, eval_every=100)
+    tokenizer = CharTokenizer.from_text(TEXT)
+    ids = torch.tensor(tokenizer.encode(TEXT))
+    config = dict(vocab_size=tokenizer.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=16, dropout=0.2)
+    recipe = babygpt.BabyGPTRecipe(config, tokenizer, ids[:500], ids[500:], batch_size=4, seed=0, eval_batches=2)
+    again = loop.train(recipe, tmp_path / "run", None, settings, progress=False)
+    assert len(again["runs"]) == 2 and max(r["lr"] for r in again["train"][2:]) == pytest.approx(1e-3)
+
+
 def test_a_run_logs_the_held_out_loss_before_its_first_step_and_at_its_end(tmp_path):
     log = _babygpt_train(tmp_path / "run", None, max_steps=3)
     assert [r["step"] for r in log["val"]] == [0, 3] and set(log["val"][0]) == {"step", "seconds", "train", "val"}

@@ -228,16 +228,7 @@ def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSett
         log["runs"].append({"started_at_step": state["step"], "seconds": 0.0, "steps": 0,
                             "settings": asdict(settings), "torch_threads": torch.get_num_threads()})
     run = log["runs"][-1]
-    optimizer = recipe.optimizer(model)
-    for group in optimizer.param_groups:
-        group.setdefault("peak", settings.lr)    # a group without its own peak lr takes the settings'
-    if "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
-        if not _fits(optimizer):                # the recipe reshaped the model (new tokens): moments no longer fit
-            print("the model's parameters changed shape since the checkpoint: a fresh optimizer")
-            optimizer = recipe.optimizer(model)
-            for group in optimizer.param_groups:
-                group.setdefault("peak", settings.lr)
+    optimizer = _optimizer(recipe, model, settings, state.get("optimizer"))
     if "rng" in state:
         torch.set_rng_state(state["rng"])
     if "position" in state:
@@ -310,6 +301,23 @@ def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSett
             break
     bar.close()
     return log
+
+
+def _optimizer(recipe, model, settings: LoopSettings, saved: dict | None):
+    """The recipe's optimizer, with the checkpoint's moments when there is one. Each group's peak lr is
+    this run's (the settings', or the recipe's own for the group), never the checkpoint's. When the
+    recipe reshaped the model since the checkpoint (new tokens), the saved moments no longer fit: a
+    fresh optimizer."""
+    optimizer = recipe.optimizer(model)
+    peaks = [group.get("peak", settings.lr) for group in optimizer.param_groups]
+    if saved is not None:
+        optimizer.load_state_dict(saved)
+        if not _fits(optimizer):
+            print("the model's parameters changed shape since the checkpoint: a fresh optimizer")
+            return _optimizer(recipe, model, settings, None)
+    for group, peak in zip(optimizer.param_groups, peaks):
+        group["peak"] = peak
+    return optimizer
 
 
 def _fits(optimizer) -> bool:
