@@ -1,4 +1,4 @@
-"""cadlab.cad.cadrille: the proofs of issue 11 on tiny configs, the offline processor and both tokenizers.
+"""cadlab.cad.cadrille: its proofs on tiny configs, the offline processor and both tokenizers.
 
 The model tests use the mini tokenizer (the mini CAD-Recode's BPE plus Qwen2-VL's special tokens) and a
 tiny random Cadrille over its vocabulary, so ``collate`` builds real batches that mix the three modes.
