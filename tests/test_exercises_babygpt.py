@@ -98,6 +98,6 @@ def test_cached_step_rebuilding_too_early_fails():
         check_cached_step(refill_one_early)
 
 
-def test_cached_step_that_never_rebuilds_fails():
-    with pytest.raises(ValueError, match="exceed block_size"):
-        check_cached_step(never_refill)
+def test_cached_step_that_never_rebuilds_fails(capsys):
+    assert check_cached_step(never_refill) is False   # the model raises inside the learner's step
+    assert "your function raised ValueError" in capsys.readouterr().out

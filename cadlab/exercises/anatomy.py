@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_number, expect_pair, expect_tensor
 from cadlab.lm import anatomy
 from cadlab.lm.models import qwen25_config
 
 
+@exercise_check
 def check_rms_norm(fn) -> bool:
     """``fn(x, weight, eps)`` must equal ``anatomy.rms_norm`` in float32 (two eps) and bfloat16."""
     generator = torch.Generator().manual_seed(0)
@@ -25,9 +26,9 @@ def check_rms_norm(fn) -> bool:
         return False
     for dtype, eps, tol in [(torch.float32, 1e-6, 1e-5), (torch.float32, 1e-1, 1e-5), (torch.bfloat16, 1e-6, 1e-2)]:
         expected = anatomy.rms_norm(x.to(dtype), weight.to(dtype), eps)
-        got = fn(x.to(dtype), weight.to(dtype), eps)
-        assert got.shape == expected.shape, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-        assert got.dtype == expected.dtype, f"{dtype} input: you returned {got.dtype}; cast back to the input's dtype."
+        with case(f"{dtype} input, eps={eps}"):
+            got = expect_tensor(fn(x.to(dtype), weight.to(dtype), eps), tuple(x.shape), dtype,
+                                hint="like x: same shape, same dtype - cast back to the input's dtype")
         diff = (got.float() - expected.float()).abs().max().item()
         assert diff <= tol, (f"{dtype} eps={eps}: max |difference| {diff:.2e} > {tol:g}. Divide by "
                              "sqrt(mean(x**2) over the last dim + eps), then multiply by weight.")
@@ -35,20 +36,23 @@ def check_rms_norm(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_repeat_kv(fn) -> bool:
     """``fn(x, n_rep)`` must turn [b, n_kv, s, d] into [b, n_kv*n_rep, s, d] like ``anatomy.repeat_kv``."""
     x = torch.randn(2, 3, 4, 8, generator=torch.Generator().manual_seed(1))
     if not attempted(fn, x, 2):
         return False
     for n_rep in (1, 2, 7):
-        got, expected = fn(x, n_rep), anatomy.repeat_kv(x, n_rep)
-        assert got.shape == expected.shape, f"n_rep={n_rep}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        expected = anatomy.repeat_kv(x, n_rep)
+        with case(f"n_rep={n_rep}"):
+            got = expect_tensor(fn(x, n_rep), tuple(expected.shape), "floating", hint="[b, n_kv * n_rep, s, d]")
         assert torch.equal(got, expected), (f"n_rep={n_rep}: right shape, wrong order. Query head h must use "
                                             "KV head h // n_rep: repeat each KV head n_rep times in place.")
     print("check_repeat_kv: equal to anatomy.repeat_kv (= transformers' repeat_kv) for n_rep = 1, 2, 7 ✓")
     return True
 
 
+@exercise_check
 def check_parameter_count(fn) -> bool:
     """``fn(config)`` must return what ``anatomy.parameter_breakdown`` counts on the meta-device model."""
     configs = {
@@ -65,7 +69,8 @@ def check_parameter_count(fn) -> bool:
     for name, config in configs.items():
         with torch.device("meta"):
             expected = sum(anatomy.parameter_breakdown(Qwen2ForCausalLM(config)).values())
-        got = fn(config)
+        with case(name):
+            got = expect_number(fn(config), "the number of parameters, an int")
         assert got == expected, (f"{name}: you counted {got:,}, the model has {expected:,} "
                                  f"(difference {got - expected:+,}). Remember q/k/v biases, the KV heads' "
                                  "width, two RMSNorms per layer plus a final one, and tied embeddings.")
@@ -73,6 +78,7 @@ def check_parameter_count(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_rope_cos_sin(fn) -> bool:
     """``fn(position_ids, head_dim, theta)`` must return ``anatomy.rope_cos_sin``'s (cos, sin) in float32."""
     positions = torch.arange(40).expand(2, -1)
@@ -81,12 +87,11 @@ def check_rope_cos_sin(fn) -> bool:
     cases = [("head_dim 16, theta 1e4", positions, 16, 10000.0), ("head_dim 64, theta 1e6 (Qwen2.5)", positions, 64, 1e6),
              ("offset positions 100..139", positions + 100, 64, 1e5)]
     for name, pos, d, theta in cases:
-        got = fn(pos, d, theta)
-        assert isinstance(got, tuple) and len(got) == 2, f"{name}: return a pair (cos, sin)."
         expected = anatomy.rope_cos_sin(pos, d, theta)
+        with case(name):
+            got = expect_pair(fn(pos, d, theta), "(cos, sin)", lambda t: expect_tensor(
+                t, tuple(expected[0].shape), "floating", hint="[batch, seq, head_dim]: the d/2 angles, laid out twice"))
         for label, g, e in zip(("cos", "sin"), got, expected):
-            assert g.shape == e.shape, (f"{name}: {label} has shape {tuple(g.shape)}, expected {tuple(e.shape)} "
-                                        "([batch, seq, head_dim]: the d/2 angles, laid out twice).")
             diff = (g.float() - e).abs().max().item()
             assert diff <= 1e-5, (f"{name}: {label} differs by up to {diff:.2e}. Angle of pair i at position m: "
                                   "m * theta**(-2i/d); rotate_half pairs dim i with i + d/2, so concatenate the "

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_number, expect_tensor
 
 # (offsets, cut, expected boundary): the first token that ends after character ``cut``
 BOUNDARY_CASES = [
@@ -23,12 +23,14 @@ BOUNDARY_CASES = [
 ]
 
 
+@exercise_check
 def check_boundary(fn) -> bool:
     """``fn(offsets, cut) -> int``: the index of the first token whose span ends after ``cut``."""
     if not attempted(fn, BOUNDARY_CASES[0][0], BOUNDARY_CASES[0][1]):
         return False
     for offsets, cut, expected in BOUNDARY_CASES:
-        got = fn(list(offsets), cut)
+        with case(f"offsets {offsets}, cut at character {cut}"):
+            got = expect_number(fn(list(offsets), cut), "an int, the index of a token")
         if got != expected:
             raise AssertionError(
                 f"offsets {offsets}, cut at character {cut}: you return {got}, expected {expected}. The boundary is "
@@ -57,21 +59,27 @@ def _reference_window(micro_batches):
     return float(sum(float(l[m].sum()) for l, m in micro_batches) / total)
 
 
+@exercise_check
 def check_window_loss(fn) -> bool:
     """``fn(micro_batches) -> float | None``: each micro-batch is (token losses, label mask); the window's loss is
     the sum over every label token of the window over their number, None when there is none."""
     cases = _window_cases()
     if not attempted(fn, cases[0]):
         return False
-    for case in cases:
-        expected, got = _reference_window(case), fn(case)
-        counts = [int(m.sum()) for _, m in case]
+    for micro_batches in cases:
+        expected, counts = _reference_window(micro_batches), [int(m.sum()) for _, m in micro_batches]
+        with case(f"label tokens per micro-batch {counts}"):
+            got = fn(micro_batches)
+            if expected is not None:
+                got = expect_number(got, "a float", "a window with label tokens has a finite loss")
+            elif got is not None:
+                got = expect_number(got, "None", "there is nothing to learn")
         if expected is None:
             if got is not None:
                 raise AssertionError(f"label tokens per micro-batch {counts}: there is nothing to learn, return None "
                                      f"(not {got!r}: no backward, no optimizer step, and never NaN).")
             continue
-        if got is None or not isinstance(got, (int, float)) or not math.isfinite(got):
+        if not math.isfinite(got):
             raise AssertionError(f"label tokens per micro-batch {counts}: you return {got!r}; a window with label "
                                  "tokens has a finite loss (skip the empty micro-batches, do not divide 0 by 0).")
         if abs(got - expected) > 1e-5:
@@ -82,6 +90,7 @@ def check_window_loss(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_merged_weight(fn) -> bool:
     """``fn(weight, lora_A, lora_B, alpha, r)``: the base weight with LoRA folded in, W + (alpha / r) B A."""
     g = torch.Generator().manual_seed(1)
@@ -92,13 +101,14 @@ def check_merged_weight(fn) -> bool:
         return False
     for weight, a, b, alpha, r in cases:
         keep = weight.clone()
-        got = fn(weight, a, b, alpha, r)
+        with case(f"r={r}, alpha={alpha}"):
+            got = fn(weight, a, b, alpha, r)
         if not torch.equal(weight, keep):
             raise AssertionError("your function changed the base weight it was given; return a new tensor.")
         expected = weight + (alpha / r) * (b @ a)
-        if tuple(got.shape) != tuple(expected.shape):
-            raise AssertionError(f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} (the base weight's: "
-                                 "out x in; lora_B is out x r, lora_A is r x in).")
+        with case(f"r={r}, alpha={alpha}"):
+            got = expect_tensor(got, tuple(expected.shape), weight.dtype,
+                                hint="the base weight's shape and dtype: out x in; lora_B is out x r, lora_A is r x in")
         if not torch.allclose(got, expected, atol=1e-5):
             raise AssertionError(f"r={r}, alpha={alpha}: the merged weight differs by "
                                  f"{float((got - expected).abs().max()):.3g}. It is W + (alpha / r) * B @ A.")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_number, expect_pair, expect_tensor
 from cadlab.lm.babygpt import BabyGPT, distinct_n
 
 
+@exercise_check
 def check_distinct_n(fn) -> bool:
     """``fn(items, n)`` must return distinct-n: different n-grams / all n-grams (0.0 when there are none)."""
     if not attempted(fn, ["a", "b"], 2):
@@ -17,7 +18,9 @@ def check_distinct_n(fn) -> bool:
              (list("abcabcabc"), 3), ("alas".split(), 2), ([], 1), ("good night good night sweet prince".split(), 3),
              ("abab", 2), ("the cat the dog the cat".split(), 2)]
     for items, n in cases:
-        got, expected = fn(items, n), distinct_n(items, n)
+        with case(f"items={items!r}, n={n}"):
+            got = expect_number(fn(items, n), "a float")
+        expected = distinct_n(items, n)
         assert abs(got - expected) < 1e-12, (
             f"items={items!r}, n={n}: you said {got}, expected {expected}. Take every window items[i:i+n] "
             "(len(items) - n + 1 of them, as tuples), count the different ones and divide by the number of "
@@ -33,6 +36,7 @@ def _tokens_fed(model):
     return fed, handle
 
 
+@exercise_check
 @torch.no_grad()
 def check_cached_step(fn) -> bool:
     """``fn(model, idx, cache) -> (logits [B, vocab], cache)``: one decode step that handles the window.
@@ -61,12 +65,13 @@ def check_cached_step(fn) -> bool:
         idx, cache = start, None
         for step in range(20):
             del fed[:]
-            logits, cache = fn(model, idx, cache)
+            with case(f"step {step} (sequence length {idx.shape[1]}, block_size 8)"):
+                logits, cache = expect_pair(fn(model, idx, cache), "(logits, cache)")
+                with case("logits"):
+                    logits = expect_tensor(logits, (2, 9), "floating", hint="[batch, vocab]: the last position only")
             fed_now = sum(fed)
             del fed[:]
             expected = model(idx[:, -model.block_size:])[0][:, -1, :]
-            assert tuple(logits.shape) == (2, 9), (
-                f"step {step}: logits have shape {tuple(logits.shape)}, expected (2, 9) - the last position only.")
             diff = (logits - expected).abs().max().item()
             assert diff < 1e-5, (
                 f"step {step} (sequence length {idx.shape[1]}, block_size 8): max |difference| {diff:.2e}. "

@@ -13,7 +13,7 @@ from transformers import Qwen2Config
 
 from cadlab.cad.cadrecode import CADRecode
 from cadlab.cad.synth import to_grid
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_array, expect_tensor
 
 PAD, START = 2, 3          # the placeholder and start ids of the tiny vocabulary
 
@@ -40,6 +40,7 @@ def tiny_inputs(batch: int = 2, n_points: int = 256, seed: int = 0) -> dict:
             "attention_mask": torch.tensor([[-1] * n_points + [1]] * batch), "point_cloud": points}
 
 
+@exercise_check
 def check_embed_prompt(fn) -> bool:
     """``fn(model, input_ids, attention_mask, point_cloud)`` must return CADRecode's prefill embeddings."""
     model, inputs = tiny_model(), tiny_inputs()
@@ -52,7 +53,7 @@ def check_embed_prompt(fn) -> bool:
     for key in inputs:
         assert torch.equal(inputs[key], keep[key]), (
             f"your function changed the caller's {key}; work on copies (clone) as CADRecode does.")
-    assert tuple(got.shape) == tuple(expected.shape), f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    got = expect_tensor(got, tuple(expected.shape), expected.dtype, hint="one embedding per prompt position")
     if not torch.allclose(got[:, -1], expected[:, -1], atol=1e-6):
         raise AssertionError("the last position (<|im_start|>) must keep its token embedding, embed_tokens(input_ids).")
     if not torch.allclose(got, expected, atol=1e-5):
@@ -62,6 +63,7 @@ def check_embed_prompt(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_cached_greedy(fn) -> bool:
     """``fn(model, inputs, steps)`` -> (B, steps) greedy token ids from a DynamicCache loop.
 
@@ -75,12 +77,11 @@ def check_cached_greedy(fn) -> bool:
             if not attempted(fn, model, inputs, 1):
                 return False
             calls.clear()
-            got = torch.as_tensor(fn(model, inputs, steps))
+            got = expect_tensor(fn(model, inputs, steps), (2, steps), "integer", array_like=True,
+                                hint="batch x steps: only the new token ids")
     finally:
         hook.remove()
     expected = model.generate(**inputs, max_new_tokens=steps, do_sample=False, pad_token_id=PAD)[:, -steps:]
-    assert tuple(got.shape) == tuple(expected.shape), (
-        f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} = (batch, steps): return only the new tokens.")
     if not torch.equal(got, expected):
         raise AssertionError(f"tokens differ from generate's: {got.tolist()} vs {expected.tolist()}. Feed only the "
                              "new token after the first step, and grow the attention mask by a 1 each step.")
@@ -90,6 +91,7 @@ def check_cached_greedy(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_to_grid(fn) -> bool:
     """``fn(points)`` -> integer code units: ``cadlab.cad.synth.to_grid`` of every coordinate, as ints."""
     rng = np.random.default_rng(0)
@@ -97,10 +99,10 @@ def check_to_grid(fn) -> bool:
     if not attempted(fn, cases[0]):
         return False
     for i, points in enumerate(cases):
-        got = np.asarray(fn(points.copy()))
+        with case(f"case {i}"):
+            got = expect_array(fn(points.copy()), points.shape, integer=True,
+                               hint="one code unit per coordinate: the grid is integers")
         expected = np.vectorize(to_grid, otypes=[int])(points)
-        assert got.shape == points.shape, f"case {i}: shape {got.shape}, expected {points.shape}"
-        assert np.issubdtype(got.dtype, np.integer), f"case {i}: dtype {got.dtype}; the grid is integers"
         if not np.array_equal(got, expected):
             raise AssertionError(f"case {i}: e.g. {points[0].tolist()} -> {got[0].tolist()}, expected "
                                  f"{expected[0].tolist()}. Code units are 100 x the normalized frame, rounded.")

@@ -12,7 +12,7 @@ import torch
 
 from cadlab.cad.cadrille import tiny_cadrille
 from cadlab.cad.cadrille_processor import CadrilleProcessor, collate, mini_tokenizer, token_ids
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_number, expect_tensor
 
 
 def _tiny():
@@ -29,6 +29,7 @@ def _tiny():
     return model, batch, pc_batch
 
 
+@exercise_check
 def check_insert_points(fn) -> bool:
     """``fn(embeds, point_embeds, is_pc, attention_mask)`` -> a copy of ``embeds`` (B, L, H) with
     ``point_embeds[i]`` (N, H) written at ``[i, s_i : s_i + N]`` for the ``is_pc`` rows, s_i = L - sum(mask_i)."""
@@ -45,7 +46,7 @@ def check_insert_points(fn) -> bool:
     assert torch.equal(embeds, keep), "your function changed the embeddings passed in; write into a copy (clone)."
     expected = model.insert_points(keep, batch["point_clouds"], batch["is_pc"], batch["attention_mask"],
                                    batch["input_ids"])
-    assert tuple(got.shape) == tuple(expected.shape), f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    got = expect_tensor(got, tuple(expected.shape), expected.dtype, hint="a copy of embeds with the points written in")
     s = int(batch["input_ids"].shape[1] - batch["attention_mask"][0].sum())
     if torch.allclose(got[0, :256], point_embeds[0], atol=1e-6) and s > 0:
         raise AssertionError(f"the point row has {s} left pads: its points go at [s, s + 256), not at [0, 256).")
@@ -57,6 +58,7 @@ def check_insert_points(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_decode_positions(fn) -> bool:
     """``fn(rope_deltas, past_length, n_new)`` -> (3, B, n_new) mrope positions of a decode step."""
     model, batch, _ = _tiny()
@@ -66,9 +68,10 @@ def check_decode_positions(fn) -> bool:
         return False
     model.rope_deltas = deltas
     for past, n in ((batch["input_ids"].shape[1], 1), (batch["input_ids"].shape[1] + 5, 3)):
-        got = torch.as_tensor(fn(deltas, past, n))
         expected = model.decode_positions(past, n, deltas.shape[0], deltas.device)
-        assert tuple(got.shape) == tuple(expected.shape), f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} (3 axes, batch, new tokens)"
+        with case(f"past_length {past}, {n} new token(s)"):
+            got = expect_tensor(fn(deltas, past, n), tuple(expected.shape), "integer", hint="3 axes, batch, new tokens",
+                                array_like=True)
         if torch.equal(got, (torch.arange(past, past + n)[None, None]).expand_as(expected)):
             raise AssertionError("those are the cache positions alone: a left-padded row's text started later, so add "
                                  "its rope delta (cache_position + rope_deltas).")
@@ -78,16 +81,18 @@ def check_decode_positions(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_reward(fn) -> bool:
     """``fn(iou)`` -> Cadrille's RL reward: 10 * IoU for a valid program, -10 for an invalid one (iou None)."""
     if not attempted(fn, 0.5):
         return False
     cases = [(1.0, 10.0), (0.5, 5.0), (0.0, 0.0), (0.923, 9.23), (None, -10.0)]
     for iou, expected in cases:
-        got = fn(iou)
+        with case(f"reward({iou})"):
+            got = expect_number(fn(iou), "a number")
         if iou is None and got == 0:
             raise AssertionError("an invalid program must be punished (-10), not scored like an empty one (0): "
                                  "else the policy learns that crashing costs nothing.")
-        assert got is not None and abs(float(got) - expected) < 1e-9, f"reward({iou}) = {got}, expected {expected}"
+        assert abs(got - expected) < 1e-9, f"reward({iou}) = {got}, expected {expected}"
     print("check_reward: 10 * IoU, -10 when invalid ✓")
     return True

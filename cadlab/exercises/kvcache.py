@@ -13,19 +13,12 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, Qwen2Config
 
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_number, expect_pair, expect_tensor
 from cadlab.lm.kvcache import append_kv, decode_attention, kv_cache_bytes
 from cadlab.lm.models import qwen25_config
 
 
-def _call(fn, args, what: str):
-    """``fn(*args)``, turning a shape error into an AssertionError that says which case it was."""
-    try:
-        return fn(*args)
-    except RuntimeError as error:
-        raise AssertionError(f"{what}: your function raised {type(error).__name__}: {error}") from error
-
-
+@exercise_check
 def check_append_kv(fn) -> bool:
     """``fn(past, k, v)`` must return the new cache ``(K, V)``: ``past`` (or None) plus the new rows."""
     generator = torch.Generator().manual_seed(0)
@@ -36,18 +29,17 @@ def check_append_kv(fn) -> bool:
     k1, v1 = rows(1)
     if not attempted(fn, None, k1, v1):
         return False
-    first = fn(None, k1, v1)
-    assert isinstance(first, tuple) and len(first) == 2, "return a pair (K, V)."
+    with case("past=None"):
+        first = expect_pair(fn(None, k1, v1), "(K, V)", lambda t: expect_tensor(t, tuple(k1.shape), "floating"))
     assert torch.equal(first[0], k1) and torch.equal(first[1], v1), "with past=None the cache is just (k, v)."
     past, reference = first, append_kv(None, k1, v1)
     for step, n in enumerate([1, 1, 4, 1]):  # decode steps and one chunk of 4 tokens
         k, v = rows(n)
-        got = _call(fn, (past, k, v), f"appending {n} row(s) to a cache of {past[0].shape[2]}")
         reference = append_kv(reference, k, v)
-        assert tuple(got[0].shape) == tuple(reference[0].shape) and tuple(got[1].shape) == tuple(reference[1].shape), (
-            f"after appending {n} row(s) to {tuple(past[0].shape)} K has shape {tuple(got[0].shape)}, expected "
-            f"{tuple(reference[0].shape)}: the cache is [batch, kv_heads, seq, head_dim], so the new rows go "
-            "along the sequence axis, dim=2.")
+        with case(f"appending {n} row(s) to a cache of {past[0].shape[2]}"):
+            got = expect_pair(fn(past, k, v), "(K, V)", lambda t: expect_tensor(
+                t, tuple(reference[0].shape), "floating",
+                hint="the cache is [batch, kv_heads, seq, head_dim], so the new rows go along the sequence axis, dim=2"))
         assert torch.equal(got[0], reference[0]) and torch.equal(got[1], reference[1]), (
             f"step {step + 1}: right shape, wrong content. The old rows come first, then the new ones; "
             "K grows with k and V with v.")
@@ -56,22 +48,25 @@ def check_append_kv(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_decode_attention(fn) -> bool:
     """``fn(q, keys, values)``: the s newest queries [b, n_q, s, d] against a GQA cache [b, n_kv, T, d]."""
     generator = torch.Generator().manual_seed(1)
     n_q, T, d = 6, 9, 16
 
-    def case(n_kv, s):
+    def inputs(n_kv, s):
         return (torch.randn(2, n_q, s, d, generator=generator), torch.randn(2, n_kv, T, d, generator=generator),
                 torch.randn(2, n_kv, T, d, generator=generator))
 
-    if not attempted(fn, *case(n_q, 1)):
+    if not attempted(fn, *inputs(n_q, 1)):
         return False
     for n_kv, s in [(6, 1), (2, 1), (3, 1), (2, 4), (6, 3)]:
-        q, keys, values = case(n_kv, s)
+        q, keys, values = inputs(n_kv, s)
         what = f"{n_kv} KV heads for {n_q} query heads, {s} new token(s), {T} cached positions"
-        got, expected = _call(fn, (q, keys, values), what), decode_attention(q, keys, values)
-        assert tuple(got.shape) == tuple(expected.shape), f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        expected = decode_attention(q, keys, values)
+        with case(what):
+            got = expect_tensor(fn(q, keys, values), tuple(expected.shape), "floating",
+                                hint="[batch, query heads, new tokens, head_dim], like q")
         diff = (got - expected).abs().max().item()
         hint = ("repeat each KV head for its query heads (head j serves query heads j*g .. j*g+g-1: "
                 "repeat_interleave, not repeat), scores = q K^T / sqrt(d), softmax over the cached positions, "
@@ -85,6 +80,7 @@ def check_decode_attention(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_kv_cache_bytes(fn) -> bool:
     """``fn(config, seq_len, batch, dtype)`` must return the bytes of a full KV cache."""
     configs = {
@@ -99,7 +95,9 @@ def check_kv_cache_bytes(fn) -> bool:
     for name, config in configs.items():
         for seq_len, batch, dtype in [(1, 1, torch.bfloat16), (32_768, 1, torch.bfloat16), (100, 8, torch.float32),
                                       (7, 3, torch.float16)]:
-            got, expected = fn(config, seq_len, batch, dtype), kv_cache_bytes(config, seq_len, batch, dtype)
+            with case(f"{name}, seq_len={seq_len}, batch={batch}, {dtype}"):
+                got = expect_number(fn(config, seq_len, batch, dtype), "the number of bytes, an int")
+            expected = kv_cache_bytes(config, seq_len, batch, dtype)
             assert got == expected, (
                 f"{name}, seq_len={seq_len}, batch={batch}, {dtype}: you said {got:,} bytes, the cache holds "
                 f"{expected:,}. Count layers x 2 (K and V) x KV heads (not query heads) x head_dim x bytes per "

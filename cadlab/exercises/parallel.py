@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_number, expect_tensor
 from cadlab.lm.models import tiny_qwen2
 from cadlab.lm.parallel_decoding import jacobi_step, verified_prefix
 
 
+@exercise_check
 def check_jacobi_step(fn) -> bool:
     """``fn(model, prefix_ids [P], guess [m])`` must return the block after one Jacobi pass [m]."""
     model = tiny_qwen2()
@@ -21,10 +22,9 @@ def check_jacobi_step(fn) -> bool:
     with torch.no_grad():
         for m in (1, 4, 9):
             guess = torch.randint(3, 256, (m,), generator=generator)
-            got, expected = fn(model, prefix, guess), jacobi_step(model, prefix, guess)
-            assert isinstance(got, torch.Tensor) and tuple(got.shape) == (m,), (
-                f"block of {m}: return a LongTensor of shape ({m},), got "
-                f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}.")
+            with case(f"block of {m}"):
+                got = expect_tensor(fn(model, prefix, guess), (m,), "integer", hint="the block's token ids after one pass")
+            expected = jacobi_step(model, prefix, guess)
             assert torch.equal(got, expected), (
                 f"block of {m}: you returned {got.tolist()}, one Jacobi pass gives {expected.tolist()}. Feed "
                 "prefix + guess[:-1] (the last guess token predicts nothing inside the block) and take the argmax "
@@ -33,13 +33,16 @@ def check_jacobi_step(fn) -> bool:
         # Iterated from any start, the pass reaches the greedy continuation within m passes.
         guess = torch.full((6,), 2)
         for _ in range(6):
-            guess = fn(model, prefix, guess)
+            with case("block of 6, iterated"):
+                guess = expect_tensor(fn(model, prefix, guess), (6,), "integer",
+                                      hint="the block's token ids after one pass")
         assert torch.equal(jacobi_step(model, prefix, guess), guess), "6 passes on 6 tokens must reach the fixed point."
     print("check_jacobi_step: equal to cadlab.lm.parallel_decoding.jacobi_step for blocks of 1, 4 and 9; the fixed point "
           "is reached ✓")
     return True
 
 
+@exercise_check
 def check_verified_prefix(fn) -> bool:
     """``fn(guess [m], predicted [m])`` must return how many predicted tokens a pass may commit."""
     t = torch.tensor
@@ -54,9 +57,11 @@ def check_verified_prefix(fn) -> bool:
         ("a block of one", t([9]), t([4])),
     ]
     for name, guess, predicted in cases:
-        got, expected = fn(guess, predicted), verified_prefix(guess, predicted)
-        assert int(got) == expected, (
-            f"{name}: guess {guess.tolist()}, predicted {predicted.tolist()}: you said {int(got)}, a pass commits "
+        with case(name):
+            got = expect_number(fn(guess, predicted), "an int, the number of tokens to commit")
+        expected = verified_prefix(guess, predicted)
+        assert got == expected, (
+            f"{name}: guess {guess.tolist()}, predicted {predicted.tolist()}: you said {got}, a pass commits "
             f"{expected}. Predicted token 1 is always right; predicted token i+1 is right when guess tokens 1..i "
             "all equal the predictions (it was computed from exact context). The last guess token is never "
             "checked: nothing in the block was predicted from it.")

@@ -8,17 +8,17 @@ import trimesh
 
 from cadlab.cad.metrics import chamfer_distance_points
 from cadlab.cad.pointcloud import FourierPointEncoder, normalize_mesh
-from cadlab.exercises import attempted
+from cadlab.exercises import attempted, case, exercise_check, expect_array, expect_number, expect_tensor
 
 
+@exercise_check
 def check_fourier_features(fn) -> bool:
     """``fn(points)`` must map (B, N, 3) to CAD-Recode's 51 features, in FourierPointEncoder's order."""
     points = torch.rand(2, 7, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
     if not attempted(fn, points):
         return False
     expected = FourierPointEncoder(1).fourier_features(points)
-    got = fn(points)
-    assert tuple(got.shape) == (2, 7, 51), f"shape {tuple(got.shape)}, expected (2, 7, 51) = xyz + 24 sines + 24 cosines"
+    got = expect_tensor(fn(points), (2, 7, 51), points.dtype, hint="xyz + 24 sines + 24 cosines, in the points' dtype")
     torch.testing.assert_close(got[..., :3], points, msg="the first 3 features must be the coordinates themselves")
     for name, part in (("sines", slice(3, 27)), ("cosines", slice(27, 51))):
         if not torch.allclose(got[..., part], expected[..., part], atol=1e-5):
@@ -29,6 +29,7 @@ def check_fourier_features(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_normalize_points(fn) -> bool:
     """``fn(points)`` (N, 3) array -> points with bbox centre at 0 and the longest side spanning [-1, 1]."""
     rng = np.random.default_rng(0)
@@ -38,8 +39,8 @@ def check_normalize_points(fn) -> bool:
         return False
     for i, cloud in enumerate(clouds):
         expected = normalize_mesh(trimesh.PointCloud(cloud)).vertices
-        got = np.asarray(fn(cloud.copy()), dtype=float)
-        assert got.shape == cloud.shape, f"cloud {i}: shape {got.shape}, expected {cloud.shape}"
+        with case(f"cloud {i}"):
+            got = expect_array(fn(cloud.copy()), cloud.shape, hint="the normalized points")
         if not np.allclose(got, expected, atol=1e-9):
             low, high = got.min(axis=0), got.max(axis=0)
             raise AssertionError(f"cloud {i}: your box is {np.round(low, 3)} .. {np.round(high, 3)}. Subtract the "
@@ -49,6 +50,7 @@ def check_normalize_points(fn) -> bool:
     return True
 
 
+@exercise_check
 def check_chamfer(fn) -> bool:
     """``fn(p, q)`` on torch tensors (n, 3), (m, 3) must equal metrics.chamfer_distance_points (raw, not x1000)."""
     generator = torch.Generator().manual_seed(0)
@@ -59,7 +61,8 @@ def check_chamfer(fn) -> bool:
         return False
     for i, (p, q) in enumerate(cases):
         expected = chamfer_distance_points(p.numpy(), q.numpy())
-        got = float(fn(p, q))
+        with case(f"case {i}"):
+            got = expect_number(fn(p, q), "a number, the Chamfer distance")
         assert abs(got - expected) <= 1e-9 * max(1.0, expected), (
             f"case {i}: got {got:.6f}, expected {expected:.6f}. Square the nearest-neighbour distances, average "
             "each direction separately (the sets may differ in size), and ADD the two means.")
