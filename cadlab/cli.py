@@ -18,6 +18,7 @@ A ``main`` that returns None exits 0.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -54,7 +55,10 @@ def main(argv=None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"cadlab: unknown command {command!r}.\n\n{usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"cadlab: error: unknown command {command!r}; {hint}the commands are {', '.join(COMMANDS)} "
+              "(`cadlab --help` describes them)", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
     status = module.main(rest)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from cadlab.lm import parallel_decoding
 from cadlab.lm.models import tiny_qwen2
 from cadlab.lm.parallel_decoding import (
     greedy_generate,
@@ -228,7 +229,8 @@ def test_cli_rejects_bad_input_before_loading_a_model(tmp_path, capsys):
     for flag in ("--max-new-tokens", "--max_new_tokens", "--max-length", "--max_length", "--refine-iter",
                  "--refine_iter", "--batch-size", "--batch_size", "--block-size"):
         assert main(["--prompt", "hi", flag, "0", "--output-file", out]) == 2
-        assert f"{flag.replace('_', '-')} must be a positive integer" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"argument {flag.replace('_', '-')}" in err and "expected a whole number of at least 1, got '0'" in err
     assert main(["--prompt", "hi", "--method", "beam"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     (tmp_path / "p.csv").write_text("a\n")
@@ -275,12 +277,32 @@ def test_cli_runs_and_saves_every_result(tiny_folder, tmp_path, capsys):
     assert responses["jacobi"] == responses["greedy"] == responses["seed"]
 
 
-def test_cli_keeps_results_already_generated(tiny_folder, tmp_path, capsys):
+def test_cli_keeps_results_already_generated(tiny_folder, tmp_path, capsys, monkeypatch):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Hello\nWorld\n")
+    out = tmp_path / "r.jsonl"
+    decode = parallel_decoding._run_batch
+
+    def stopped_at_the_second_prompt(args, model, tokenizer, texts, device):
+        if texts == ["World"]:
+            raise KeyboardInterrupt
+        return decode(args, model, tokenizer, texts, device)
+
+    monkeypatch.setattr(parallel_decoding, "_run_batch", stopped_at_the_second_prompt)
+    argv = ["--model_path", str(tiny_folder), "--prompts_file", str(prompts), "--method", "jacobi",
+            "--max_new_tokens", "4", "--output_file", str(out), "--device", "cpu"]
+    assert main(argv) == 130
+    assert "interrupted: 1 result(s) saved" in capsys.readouterr().err
+    assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["Hello"]
+
+
+def test_cli_refuses_a_prompt_longer_than_max_length_before_decoding(tiny_folder, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Hello\n" + "very " * 200 + "long\n")
     out = tmp_path / "r.jsonl"
     argv = ["--model_path", str(tiny_folder), "--prompts_file", str(prompts), "--method", "jacobi",
             "--max_new_tokens", "4", "--max_length", "50", "--output_file", str(out), "--device", "cpu"]
     assert main(argv) == 2
-    assert "--max-length is 50" in capsys.readouterr().err
-    assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["Hello"]
+    err = capsys.readouterr().err
+    assert "prompt 1 has" in err and "--max-length is 50" in err
+    assert not out.exists()                      # refused before the output file is opened

@@ -26,8 +26,9 @@ import time
 import torch
 from transformers import DynamicCache
 
+from cadlab import arguments
 from cadlab.lm.kvcache import copy_bandwidth, kv_cache_bytes, weight_bytes
-from cadlab.lm.models import load_lm
+from cadlab.lm.models import ModelLoadError, check_lm_source, load_lm
 from cadlab.lm.sampling import generate, next_token_logits
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint. Describe the colours it discovers."
@@ -108,24 +109,39 @@ def decode_benchmark(model, input_ids: torch.Tensor, *, new_tokens: int = 256, r
     }
 
 
+def _at_least_two(text: str) -> int:
+    """A token count the decode step can be timed on: the first new token is the prefill's."""
+    value = arguments.positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 2 (the first token is the "
+                                         f"prefill's), got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     decode = sub.add_parser("decode", help="tokens/s of our cached loop vs model.generate vs no cache")
-    decode.add_argument("--new-tokens", type=int, default=256, help="tokens generated per run (default 256)")
-    decode.add_argument("--uncached-new-tokens", type=int, default=None,
+    decode.add_argument("--new-tokens", type=_at_least_two, default=256, help="tokens generated per run (default 256)")
+    decode.add_argument("--uncached-new-tokens", type=arguments.positive_int, default=None,
                         help="shorter length for the slow uncached loop (default: --new-tokens)")
-    decode.add_argument("--runs", type=int, default=3, help="timed runs per case, median reported (default 3)")
-    decode.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    decode.add_argument("--runs", type=arguments.positive_int, default=3,
+                        help="timed runs per case, median reported (default 3)")
+    decode.add_argument("--threads", type=arguments.positive_int, default=None,
+                        help="torch threads (default: torch's choice)")
     decode.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message, wrapped in the chat template")
     decode.add_argument("--model", default=None, help="passed to cadlab.lm.models.load_lm (default: its resolution)")
     args = parser.parse_args(argv)
-    if args.new_tokens < 2 or args.runs < 1:
-        parser.error("--new-tokens must be >= 2 and --runs >= 1")
+    try:
+        check_lm_source(args.model, origin="--model")
+    except (FileNotFoundError, ModelLoadError) as error:
+        decode.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    model, tokenizer = load_lm(args.model)
+    try:
+        model, tokenizer = load_lm(args.model)
+    except (FileNotFoundError, ModelLoadError) as error:
+        arguments.fail(decode.prog, str(error), status=1)
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], add_generation_prompt=True,
                                            return_tensors="pt", return_dict=True)["input_ids"]
     result = decode_benchmark(model, prompt, new_tokens=args.new_tokens, runs=args.runs,

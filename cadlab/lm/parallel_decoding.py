@@ -41,7 +41,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from cadlab.lm.models import load_lm
+from cadlab import arguments
+from cadlab.lm.models import ModelLoadError, check_lm_source, load_lm
 from cadlab.lm.sampling import generate, positions_from_mask
 
 # ---------------------------------------------------------------------------------------
@@ -430,7 +431,13 @@ def read_prompts(path) -> list[str]:
     if suffix not in (".txt", ".json", ".jsonl"):
         raise InputError(f"prompts file {path}: unknown extension {suffix!r}; use .txt (one prompt per "
                          "line), .json (a list) or .jsonl (one prompt per line).")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"prompts file {path} is not UTF-8 text ({error.reason} at byte {error.start}): "
+                         "save it as UTF-8.") from None
+    except OSError as error:
+        raise InputError(f"cannot read the prompts file {path}: {error.strerror or error}.") from None
     if suffix == ".txt":
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     elif suffix == ".json":
@@ -487,16 +494,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "offline SmolLM2-135M-Instruct); --model, as in the other cadlab tools, or the "
                              "published demo's --model_path")
     flag("method", choices=["seed", "jacobi", "greedy"], default="seed")
-    flag("add-eos-length", type=int, default=127, help="seed: placeholders per block (block = this + 1)")
-    flag("refine-iter", type=int, default=2, help="seed: Jacobi passes per block")
-    flag("block-size", type=int, default=16, seed=False, help="jacobi: tokens per block")
-    flag("max-new-tokens", type=int, default=1024)
-    flag("max-length", type=int, default=8192, help="prompt + new tokens, at most")
-    flag("batch-size", type=int, default=1)
+    flag("add-eos-length", type=arguments.non_negative_int, default=127,
+         help="seed: placeholders per block (block = this + 1)")
+    flag("refine-iter", type=arguments.positive_int, default=2, help="seed: Jacobi passes per block")
+    flag("block-size", type=arguments.positive_int, default=16, seed=False, help="jacobi: tokens per block")
+    flag("max-new-tokens", type=arguments.positive_int, default=1024)
+    flag("max-length", type=arguments.positive_int, default=8192, help="prompt + new tokens, at most")
+    flag("batch-size", type=arguments.positive_int, default=1)
     flag("output-file", default="inference_results.jsonl", help="results, one JSON line each")
-    flag("max-display", type=int, default=5, help="results printed in full (0: none)")
+    flag("max-display", type=arguments.non_negative_int, default=5, help="results printed in full (0: none)")
     flag("use-chat-template", action="store_true", help="wrap each prompt as a user turn")
-    flag("device", default=None, help="cpu or cuda (default: cuda if available)")
+    flag("device", type=arguments.device, default=None, help="cpu or cuda (default: cuda if available)")
     flag("trust-remote-code", action="store_true",
          help="allow a model folder's own Python code (off by default: it runs arbitrary code)")
     flag("progress", action=argparse.BooleanOptionalAction, default=None, seed=False,
@@ -504,44 +512,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(args):
-    def option(name):
-        return "--" + name.replace("_", "-")
-
-    for name in ("add_eos_length", "max_display"):
-        if getattr(args, name) < 0:
-            raise InputError(f"{option(name)} must be >= 0, got {getattr(args, name)}.")
-    for name in ("refine_iter", "block_size", "max_new_tokens", "max_length", "batch_size"):
-        if getattr(args, name) < 1:
-            raise InputError(f"{option(name)} must be a positive integer, got {getattr(args, name)}.")
+def _check_args(parser, args):
+    """Everything that can be checked before loading a model: ``(device, prompts)``, or a one-line
+    error (``parser.error`` / ``arguments.fail``: exit status 2)."""
     if args.prompt is not None and not args.prompt.strip():
-        raise InputError("--prompt is empty: give the text to continue.")
+        parser.error("--prompt is empty: give the text to continue")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu.")
-    output = Path(args.output_file)
-    if output.parent and not output.parent.is_dir():
-        raise InputError(f"--output-file {output}: folder {output.parent} does not exist.")
-    return device
+    if arguments.device_problem(device):
+        parser.error(arguments.device_problem(device))
+    try:
+        prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts_file)
+    except InputError as error:
+        parser.error(str(error))
+    try:
+        check_lm_source(args.model_path, origin="--model")
+    except (FileNotFoundError, ModelLoadError) as error:
+        parser.error(str(error))
+    arguments.writable_file(args.output_file, parser.prog)
+    return device, prompts
 
 
 def _load(args, device):
+    """``(model, tokenizer)`` on ``device``; a model that does not load raises ``ModelLoadError``."""
     if args.trust_remote_code and args.model_path:
-        tokenizer = AutoTokenizer.from_pretrained(args.model_path, trust_remote_code=True)
-        model = AutoModelForCausalLM.from_pretrained(args.model_path, trust_remote_code=True).eval()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.model_path, trust_remote_code=True)
+            model = AutoModelForCausalLM.from_pretrained(args.model_path, trust_remote_code=True).eval()
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(f"could not load {args.model_path!r}: {' '.join(str(error).split())}") from error
     else:
         model, tokenizer = load_lm(args.model_path)
     return model.to(device), tokenizer
 
 
-def _run_batch(args, model, tokenizer, texts, device):
+def _encode(args, tokenizer, texts):
+    """The batch ``texts`` as left-padded token ids and mask (each a user turn with --use-chat-template)."""
     if args.use_chat_template:
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
                                                tokenize=False) for t in texts]
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not args.use_chat_template)
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not args.use_chat_template)
+
+
+def _check_lengths(args, tokenizer, prompts):
+    """Raise ``InputError`` when a prompt alone reaches ``--max-length`` tokens (before any decoding)."""
+    for index, prompt in enumerate(prompts):
+        length = int(_encode(args, tokenizer, [prompt])["attention_mask"].sum())
+        if length >= args.max_length:
+            raise InputError(f"prompt {index} has {length} tokens and --max-length is {args.max_length}: "
+                             "raise --max-length or shorten the prompt.")
+
+
+def _run_batch(args, model, tokenizer, texts, device):
+    enc = _encode(args, tokenizer, texts)
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     if ids.shape[1] >= args.max_length:
         raise InputError(f"a prompt has {ids.shape[1]} tokens, --max-length is {args.max_length}: raise it.")
@@ -576,15 +601,19 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:       # argparse already printed what was wrong (or --help)
+        device, prompts = _check_args(parser, args)
+    except SystemExit as exit_:       # argparse or a check already printed what was wrong (or --help)
         return int(exit_.code or 0)
     try:
-        device = _check_args(args)
-        prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts_file)
+        model, tokenizer = _load(args, device)
+    except (FileNotFoundError, ModelLoadError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    try:
+        _check_lengths(args, tokenizer, prompts)
     except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    model, tokenizer = _load(args, device)
     output, done = Path(args.output_file), 0
     print(f"{len(prompts)} prompt(s), method {args.method}, results -> {output}", file=sys.stderr)
     try:
@@ -603,7 +632,7 @@ def main(argv=None) -> int:
                         tqdm.write(f"--- [{index}] {batch[offset]}\n{result['response']}")
                 bar.update(len(batch))
     except InputError as error:
-        print(f"error: {error} ({done} result(s) already saved to {output})", file=sys.stderr)
+        print(f"{parser.prog}: error: {error} ({done} result(s) already saved to {output})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: {done} result(s) saved to {output}", file=sys.stderr)

@@ -46,13 +46,14 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from safetensors.torch import save_file
 from transformers import GenerationConfig
 
+from cadlab import arguments
 from cadlab.cad import autocomplete as ac
 from cadlab.cad import deepcad
 from cadlab.cad.generation import generate_sequences
 from cadlab.cad.metrics import iou
 from cadlab.cad.sandbox import closed_solid
 from cadlab.lm.memory import set_checkpointing
-from cadlab.lm.models import DECODER_PROJECTIONS, load_lm
+from cadlab.lm.models import DECODER_PROJECTIONS, ModelLoadError, check_lm_source, load_lm
 from cadlab.paths import AUTOCOMPLETE_LORA_DIR, cache_dir
 from cadlab.train import loop
 from cadlab.train.evaluate import TokenLoss
@@ -77,7 +78,7 @@ class TrainSettings(LoopSettings):
     model: str = setting("SmolLM2-135M-Instruct", "the base model (a name load_lm knows, or a folder)")
     r: int = setting(8, "LoRA rank")
     alpha: float = setting(16.0, "LoRA alpha (the update is scaled by alpha / r)")
-    dropout: float = setting(0.05, "LoRA dropout")
+    dropout: float = setting(0.05, "LoRA dropout", arguments.fraction)
     accumulation: int = setting(4, "parts (micro-batches of one part) per optimizer step")
     max_seq_length: int = setting(1024, "parts whose text (with the end token) is longer are left out")
     train_parts: int = setting(20_000, "the pool of training seeds (a run uses what its budget allows)")
@@ -486,17 +487,31 @@ def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab train-autocomplete", description=__doc__.split("\n")[0])
     parser.add_argument("--eval", action="store_true", help="held-out table of the base model and the shipped adapter")
-    parser.add_argument("--which", nargs="+", default=["base", "fine_tuned"], help="--eval: base and/or fine_tuned")
-    parser.add_argument("--parts", type=int, default=16, help="--eval: held-out parts")
+    parser.add_argument("--which", nargs="+", choices=["base", "fine_tuned"], default=["base", "fine_tuned"],
+                        help="--eval: base and/or fine_tuned")
+    parser.add_argument("--parts", type=arguments.positive_int, default=16, help="--eval: held-out parts")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped adapter is written")
     loop.flags(parser, TrainSettings)
     args = parser.parse_args(argv)
-    settings = loop.settings_from(args, TrainSettings)
-    loop.apply_threads(settings)
+    settings = loop.settings_from(args, TrainSettings, parser)
     if args.eval:
-        print_table(evaluate(args.out, parts=args.parts, which=args.which))
+        if "fine_tuned" in args.which:
+            out = loop.check_model_folder(parser, args.out, "lora", "LoRA adapter",
+                                          ("adapter_config.json", "adapter_model.safetensors"),
+                                          "cadlab train-autocomplete --out FOLDER")
+        else:                               # the base model's table goes into --out's log
+            out = arguments.writable_folder(args.out, parser.prog, "--out")
+        loop.apply_threads(settings)
+        print_table(evaluate(out, parts=args.parts, which=args.which))
         return 0
+    try:
+        check_lm_source(settings.model, origin="--model")
+    except (FileNotFoundError, ModelLoadError) as error:
+        parser.error(str(error))
+    arguments.writable_folder(args.run_dir, parser.prog, "--run-dir", create=False)
+    arguments.writable_folder(args.out, parser.prog, "--out", create=False)
+    loop.apply_threads(settings)
     train(args.run_dir, args.out, settings)
     return 0
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from cadlab import arguments
 from cadlab.lm.babygpt import CORPUS, BabyGPT, CharTokenizer, count_parameters
 from cadlab.paths import BABYGPT_DIR
 from cadlab.train import loop
@@ -30,8 +31,15 @@ from cadlab.train.loop import LoopSettings, setting
 
 
 def load_corpus(path=CORPUS, val_fraction: float = 0.1):
-    """(tokenizer, train ids, val ids): a character vocabulary of the whole text, then a 90/10 split."""
-    text = Path(path).read_text(encoding="utf-8")
+    """(tokenizer, train ids, val ids): a character vocabulary of the whole text, then a 90/10 split.
+    A text that is not UTF-8, or empty, raises ``ValueError`` naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"the corpus {path} is not UTF-8 text ({error.reason} at byte {error.start}): "
+                         "save it as UTF-8") from None
+    if not text:
+        raise ValueError(f"the corpus {path} is empty: give a text file to learn from")
     tokenizer = CharTokenizer.from_text(text)
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     n_val = int(len(ids) * val_fraction)
@@ -191,8 +199,25 @@ class TrainSettings(LoopSettings):
     n_layer: int = setting(4, "transformer blocks")
     n_head: int = setting(4, "attention heads")
     n_embd: int = setting(128, "embedding width")
-    dropout: float = setting(0.1, "dropout probability")
+    dropout: float = setting(0.1, "dropout probability", arguments.fraction)
     eval_batches: int = setting(10, "batches per held-out estimate")
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"--n-embd {self.n_embd} is not divisible by --n-head {self.n_head}: each head takes "
+                             f"n_embd / n_head of the embedding; choose e.g. --n-embd "
+                             f"{max(self.n_head, self.n_embd // self.n_head * self.n_head)}")
+
+
+def check_corpus_length(path, train_ids, val_ids, block_size: int) -> None:
+    """``ValueError`` unless the training and the held-out part (the last tenth) each hold one window of
+    ``block_size`` characters and its next character, with room to draw it."""
+    shortest = min(len(train_ids), len(val_ids))
+    if shortest < block_size + 2:
+        total = len(train_ids) + len(val_ids)
+        raise ValueError(f"the corpus {path} is too short: {total:,} characters, of which the last tenth is held "
+                         f"out, and each part needs more than --block-size {block_size} + 1; give a text of at "
+                         f"least {10 * (block_size + 2):,} characters or a smaller --block-size")
 
 
 def main(argv=None) -> int:
@@ -204,15 +229,20 @@ def main(argv=None) -> int:
                         help="where a resumable run state is kept (default: none)")
     loop.flags(parser, TrainSettings)
     args = parser.parse_args(argv)
-    settings = loop.settings_from(args, TrainSettings)
-    for name in ("max_steps", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "checkpoint_every"):
-        if getattr(settings, name) is None or getattr(settings, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(settings, name)}")
+    settings = loop.settings_from(args, TrainSettings, parser)
+    if Path(args.corpus).is_dir():
+        parser.error(f"--corpus {args.corpus} is a folder: give a text file")
     if not Path(args.corpus).is_file():
-        parser.error(f"corpus file not found: {args.corpus}")
+        parser.error(f"corpus file not found: {args.corpus} (give --corpus a text file)")
+    try:
+        tokenizer, train_ids, val_ids = load_corpus(args.corpus)
+        check_corpus_length(args.corpus, train_ids, val_ids, settings.block_size)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.run_dir is not None:
+        arguments.writable_folder(args.run_dir, parser.prog, "--run-dir", create=False)
+    out = arguments.writable_folder(args.out, parser.prog, "--out", create=False)
     loop.apply_threads(settings)
-    out = Path(args.out)
-    tokenizer, train_ids, val_ids = load_corpus(args.corpus)
     model_config = dict(vocab_size=tokenizer.vocab_size, block_size=settings.block_size, n_layer=settings.n_layer,
                         n_head=settings.n_head, n_embd=settings.n_embd, dropout=settings.dropout)
     print(f"babyGPT: {count_parameters(BabyGPT(**model_config)):,} parameters, vocab {tokenizer.vocab_size}, "

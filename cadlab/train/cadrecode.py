@@ -51,6 +51,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config
 
+from cadlab import arguments
 from cadlab.cad.cadrecode import END_TOKEN, POINT_TOKEN, START_TOKEN, CADRecode, load_cadrecode
 from cadlab.cad.part_sets import (
     CHUNK,
@@ -172,6 +173,17 @@ class TrainSettings(LoopSettings):
     kv_heads: int = setting(2, "a new model's key/value heads (GQA)")
     min_chunks: int = setting(4, f"build at least this many chunks of {CHUNK} training programs")
     max_chunks: int = setting(10_000, "use at most this many chunks")
+
+    def __post_init__(self):
+        if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 2:
+            raise ValueError(f"--hidden-size {self.hidden_size} must be --heads {self.heads} times an even head "
+                             "size (RoPE turns pairs of dimensions): e.g. --hidden-size 256 --heads 4")
+        if self.heads % self.kv_heads:
+            raise ValueError(f"--heads {self.heads} must be a multiple of --kv-heads {self.kv_heads} (each key/value "
+                             "head serves a group of query heads): e.g. --heads 4 --kv-heads 2")
+        if self.max_chunks < self.min_chunks:
+            raise ValueError(f"--max-chunks {self.max_chunks} is below --min-chunks {self.min_chunks}: "
+                             "raise --max-chunks or lower --min-chunks")
 
 
 def draw_curves(ax, log: dict) -> None:
@@ -471,25 +483,37 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
     loop.flags(parser, TrainSettings)
-    parser.add_argument("--shapes", type=int, default=None, help="--eval: held-out shapes for greedy (default all)")
-    parser.add_argument("--pipeline-shapes", type=int, default=None,
-                        help="--eval: held-out shapes for the whole pipeline (default all)")
-    parser.add_argument("--samples", type=int, default=8, help="--eval: the pool size of best-of-k (greedy + k-1 sampled)")
-    parser.add_argument("--fit-seconds", type=float, default=5.0, help="--eval: time budget of the fit per shape")
+    parser.add_argument("--shapes", type=arguments.positive_int, default=None,
+                        help="--eval: held-out shapes for greedy (default all)")
+    parser.add_argument("--pipeline-shapes", type=arguments.non_negative_int, default=None,
+                        help="--eval: held-out shapes for the whole pipeline (default all; 0: none)")
+    parser.add_argument("--samples", type=arguments.positive_int, default=8,
+                        help="--eval: the pool size of best-of-k (greedy + k-1 sampled)")
+    parser.add_argument("--fit-seconds", type=arguments.positive_float, default=5.0,
+                        help="--eval: time budget of the fit per shape")
     args = parser.parse_args(argv)
-    settings = loop.settings_from(args, TrainSettings)
+    settings = loop.settings_from(args, TrainSettings, parser)
     if args.eval:
+        out = loop.check_model_folder(parser, args.out, "cadrecode", "CAD-Recode checkpoint",
+                                      ("config.json", "model.safetensors"), "cadlab train-cadrecode --out FOLDER")
         torch.set_num_threads(settings.threads or 1)
-        print_eval(evaluate(args.out, n_shapes=args.shapes, pipeline_shapes=args.pipeline_shapes,
+        print_eval(evaluate(out, n_shapes=args.shapes, pipeline_shapes=args.pipeline_shapes,
                             samples=args.samples, fit_seconds=args.fit_seconds))
         return 0
-    loop.apply_threads(settings)
-    if args.ablate is not None:
+    if args.ablate is not None:             # each ablation has its folder under ABLATION_DIR
         unknown = [n for n in args.ablate if n not in ABLATIONS]
         if unknown:
             parser.error(f"unknown ablation {unknown}; choose from {list(ABLATIONS)}")
+        if not (WEIGHTS_DIR / "training_log.json").is_file():
+            parser.error(f"--ablate starts from the shipped run's settings, but {WEIGHTS_DIR}/training_log.json "
+                         "is missing: train the shipped model first")
+        arguments.writable_folder(ABLATION_DIR, parser.prog, "--ablate", create=False)
+        loop.apply_threads(settings)
         ablate(settings.minutes, args.ablate or None, chunks=settings.min_chunks)
         return 0
+    arguments.writable_folder(args.run_dir, parser.prog, "--run-dir", create=False)
+    arguments.writable_folder(args.out, parser.prog, "--out", create=False)
+    loop.apply_threads(settings)
     train(args.run_dir, args.out, settings)
     return 0
 

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from cadlab import arguments
 from cadlab.cad.cadrecode import MINI_MODEL_DIR, load_cadrecode
 from cadlab.cad.cadrille import (
     MINI_CADRILLE_DIR,
@@ -168,12 +169,20 @@ class TrainSettings(LoopSettings):
     vision_lr: float = setting(2e-3, "peak learning rate of the vision tower (new)")
     checkpoint_minutes: float = setting(4.0, "minutes between checkpoints (held-out loss, run state, model)")
     rows: dict = setting({"pc": 6, "img": 4, "text": 10}, "rows per mode in each step")
-    fresh_text: float = setting(0.5, "share of text rows drawn from never-run programs")
+    fresh_text: float = setting(0.5, "share of text rows drawn from never-run programs", arguments.proportion)
     train_parts: int = setting(600, "training seeds to build")
     build_workers: int = setting(1, f"processes that build missing training parts (cached in chunks of {PART_CHUNK})")
     val_parts: int = setting(16, "held-out parts for the per-mode validation loss")
     word_tokens: bool = setting(True, "give the describer's English words whole tokens")
     vision: VisionSettings = field(default_factory=VisionSettings)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.rows) - set(MODES))
+        if unknown:
+            raise ValueError(f"--rows names unknown modes {unknown}: the modes are {', '.join(MODES)}")
+        if any(n < 0 for n in self.rows.values()) or not sum(self.rows.values()):
+            raise ValueError(f"--rows {self.rows}: give each mode 0 or more rows, and at least one row in all "
+                             "(e.g. pc=6,img=4,text=10)")
 
 
 def mode_loss(model: Cadrille, processor: CadrilleProcessor, items: list[dict]):
@@ -437,25 +446,40 @@ def print_eval(result: dict) -> None:
               f"invalid {b['invalid_ratio']:.3f}")
 
 
+def _modes(text: str) -> list[str]:
+    """``--modes``: a comma-separated list of Cadrille's input modes."""
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(f"expected modes from {', '.join(MODES)} separated by commas, got {text!r}")
+    return modes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab train-cadrille", description=__doc__.split("\n")[0])
     parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out parts")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
     loop.flags(parser, TrainSettings)
-    parser.add_argument("--shapes", type=int, default=EVAL_SHAPES, help="--eval: held-out parts per mode")
-    parser.add_argument("--modes", default="pc,img,text", help="--eval: which modes")
-    parser.add_argument("--max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="--eval: longest program")
-    parser.add_argument("--eval-minutes", type=float, default=EVAL_MINUTES, help="--eval: time budget")
+    parser.add_argument("--shapes", type=arguments.positive_int, default=EVAL_SHAPES,
+                        help="--eval: held-out parts per mode")
+    parser.add_argument("--modes", type=_modes, default=list(MODES), help="--eval: which modes (default pc,img,text)")
+    parser.add_argument("--max-new-tokens", type=arguments.positive_int, default=EVAL_MAX_NEW_TOKENS,
+                        help="--eval: longest program")
+    parser.add_argument("--eval-minutes", type=arguments.positive_float, default=EVAL_MINUTES,
+                        help="--eval: time budget")
     args = parser.parse_args(argv)
-    settings = loop.settings_from(args, TrainSettings)
+    settings = loop.settings_from(args, TrainSettings, parser)
     if args.eval:
+        out = loop.check_model_folder(parser, args.out, "cadrille", "Cadrille checkpoint",
+                                      ("config.json", "model.safetensors", "tokenizer.json"),
+                                      "cadlab train-cadrille --out FOLDER")
         torch.set_num_threads(settings.threads or 1)
-        print_eval(evaluate(args.out, n_shapes=args.shapes, modes=[m for m in args.modes.split(",") if m],
-                            max_new_tokens=args.max_new_tokens, minutes=args.eval_minutes))
+        print_eval(evaluate(out, n_shapes=args.shapes, modes=args.modes, max_new_tokens=args.max_new_tokens,
+                            minutes=args.eval_minutes))
         return 0
-    if set(settings.rows) - set(MODES):
-        parser.error(f"--rows names unknown modes {sorted(set(settings.rows) - set(MODES))}")
+    arguments.writable_folder(args.run_dir, parser.prog, "--run-dir", create=False)
+    arguments.writable_folder(args.out, parser.prog, "--out", create=False)
     loop.apply_threads(settings)
     train(args.run_dir, args.out, settings)
     return 0

@@ -58,47 +58,64 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from cadlab import arguments
+from cadlab.lm.models import checkpoint_kind
+
 LOG_KEYS = ("train", "val", "runs", "config", "total_seconds")   # what the loop writes; other keys are kept
 
 
-def setting(default, help: str):
-    """A settings field with its command-line help (``flags`` reads it)."""
+def setting(default, help: str, check=None):
+    """A settings field with its command-line help and ``check``, the ``argparse`` type that checks its flag
+    (a function of ``cadlab.arguments``). Without one, ``flags`` takes the loop's own check for a field of
+    ``LoopSettings`` that a recipe redefines, else the check of the field's annotation (``CHECKS``)."""
+    metadata = {"help": help} if check is None else {"help": help, "check": check}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class LoopSettings:
-    """What every run depends on; a recipe's settings add their own fields to these."""
+    """What every run depends on; a recipe's settings add their own fields to these. A recipe's settings
+    may check fields against each other in ``__post_init__`` (a ``ValueError`` naming the flags)."""
     minutes: float = setting(30.0, "wall-clock budget of this run, in minutes")
     max_steps: int | None = setting(None, "a step budget instead of --minutes")
     stop_after_steps: int | None = setting(None, "stop this process after that many steps, the run left resumable")
     lr: float = setting(1e-3, "peak learning rate")
-    warmup: int = setting(30, "linear warm-up over this many steps of the run")
-    lr_floor: float = setting(0.05, "the cosine ends at this fraction of the peak")
+    warmup: int = setting(30, "linear warm-up over this many steps of the run", arguments.non_negative_int)
+    lr_floor: float = setting(0.05, "the cosine ends at this fraction of the peak", arguments.proportion)
     checkpoint_minutes: float = setting(5.0, "minutes between checkpoints (held-out loss, run state, model)")
     checkpoint_every: int | None = setting(None, "steps between checkpoints, instead of --checkpoint-minutes")
     bf16: bool = setting(True, "forward and backward under bf16 autocast (weights stay float32)")
     from_shipped: bool = setting(True, "with no run state, continue from the shipped model (else from scratch)")
-    seed: int | None = setting(0, "seed of a new model's weights, dropout, noise and the data order")
-    device: str = setting("cpu", "cpu, cuda or mps")
+    seed: int | None = setting(0, "seed of a new model's weights, dropout, noise and the data order", arguments.seed)
+    device: str = setting("cpu", "cpu, cuda or mps", arguments.device)
     threads: int | None = setting(None, "torch CPU threads (default: torch's choice)")
 
 
 # --------------------------------------------------------------------------------------------
 # Command-line flags from a settings dataclass, and back
 # --------------------------------------------------------------------------------------------
-def _flag_type(annotation: str):
-    """The argparse type of a field annotated ``int``, ``float | None``, ``str``... (``bool`` and
-    ``dict`` are handled by ``flags``)."""
-    base = annotation.replace(" | None", "").strip()
-    return {"int": int, "float": float, "str": str}[base]
+# A flag's check from its field's annotation, when the field names none: counts, sizes, budgets and
+# rates are above 0 (and finite); a field that may be 0 or has a range says so with ``setting(check=...)``.
+CHECKS = {"int": arguments.positive_int, "float": arguments.positive_float, "str": str}
+
+
+def _flag_type(f: dataclasses.Field, annotation: str):
+    """The ``argparse`` type of field ``f``: its own check, the loop's for a redefined loop field, else the
+    annotation's."""
+    if "check" in f.metadata:
+        return f.metadata["check"]
+    loop_field = {g.name: g for g in dataclasses.fields(LoopSettings)}.get(f.name)
+    if loop_field is not None and "check" in loop_field.metadata:
+        return loop_field.metadata["check"]
+    return CHECKS[annotation.replace(" | None", "").strip()]
 
 
 def flags(parser: argparse.ArgumentParser, settings_class) -> None:
-    """One ``--flag`` per field of ``settings_class`` (``--max-steps`` for ``max_steps``), its help and
-    default from the field. Booleans get ``--flag/--no-flag``; a dict field takes ``key=N,key=N``."""
+    """One ``--flag`` per field of ``settings_class`` (``--max-steps`` for ``max_steps``), its help, default
+    and check from the field. Booleans get ``--flag/--no-flag``; a dict field takes ``key=N,key=N``.
+    ``settings_from(args, settings_class, parser)`` then builds the settings, checked as a whole."""
     defaults = settings_class()
     for f in dataclasses.fields(settings_class):
         if not f.init or "help" not in f.metadata:
@@ -112,21 +129,55 @@ def flags(parser: argparse.ArgumentParser, settings_class) -> None:
         elif annotation == "dict":
             parser.add_argument(name, type=_key_numbers, default=default, metavar="KEY=N,...", help=help_text)
         else:
-            parser.add_argument(name, type=_flag_type(annotation), default=default, help=help_text)
+            parser.add_argument(name, type=_flag_type(f, annotation), default=default,
+                                help=help_text)
 
 
 def _key_numbers(text: str) -> dict:
     try:
         pairs = [item.split("=") for item in text.split(",") if item]
-        return {key.strip(): int(value) for key, value in pairs}
+        numbers = {key.strip(): int(value) for key, value in pairs}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected KEY=N,KEY=N (e.g. pc=6,img=4,text=10), got {text!r}") from None
+    if any(n < 0 for n in numbers.values()):
+        raise argparse.ArgumentTypeError(f"expected counts of 0 or more, got {text!r}")
+    return numbers
 
 
-def settings_from(args: argparse.Namespace, settings_class):
-    """The settings dataclass from parsed flags (the inverse of ``flags``)."""
+def settings_from(args: argparse.Namespace, settings_class, parser: argparse.ArgumentParser | None = None):
+    """The settings dataclass from parsed flags (the inverse of ``flags``). With the ``parser``, a command's
+    settings are checked as a whole before any work: the settings' own ``ValueError`` (fields that do not
+    fit together) and a ``--device`` this machine lacks become ``parser.error`` (one line, exit status 2)."""
     names = {f.name for f in dataclasses.fields(settings_class) if f.init}
-    return settings_class(**{k: v for k, v in vars(args).items() if k in names})
+    try:
+        settings = settings_class(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as error:
+        if parser is None:
+            raise
+        parser.error(str(error))
+    if parser is not None and arguments.device_problem(settings.device):
+        parser.error(arguments.device_problem(settings.device))
+    return settings
+
+
+def check_model_folder(parser: argparse.ArgumentParser, folder, kind: str, wanted: str, files: tuple[str, ...],
+                       train_command: str) -> Path:
+    """``--out`` for ``--eval``: a folder holding a checkpoint of ``kind`` (``checkpoint_kind``'s name:
+    "cadrecode", "cadrille", "lora") with ``files``, which the evaluation may write its results into;
+    else ``parser.error`` saying what the folder holds instead (``wanted`` names what it should, e.g.
+    "CAD-Recode checkpoint")."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        parser.error(f"--out {folder} is not a folder: --eval evaluates the {wanted} saved there "
+                     f"(train one with `{train_command}`)")
+    found = checkpoint_kind(folder)
+    if found is not None and found.name != kind:
+        parser.error(f"--out {folder} holds {found.what}, not a {wanted}: use it with `{found.command}`")
+    missing = [name for name in files if not (folder / name).is_file()]
+    if found is None or missing:
+        why = f"no {', '.join(missing)}" if missing else "nothing there names one"
+        parser.error(f"--out {folder} holds no {wanted} ({why}); train one with `{train_command}`")
+    return arguments.writable_folder(folder, parser.prog, "--out")
 
 
 def apply_threads(settings: LoopSettings) -> None:
