@@ -33,9 +33,13 @@ Generated code is text here. It runs only inside ``cadlab.cad.sandbox.run_cadque
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, Qwen2Model
@@ -46,7 +50,7 @@ from transformers.utils import logging as hf_logging
 
 from cadlab.cad.generation import generate_sequences
 from cadlab.cad.pointcloud import FourierPointEncoder, load_mesh, mesh_to_point_cloud
-from cadlab.lm.models import qwen25_tokenizer, randomize_
+from cadlab.lm.models import checkpoint_kind, qwen25_tokenizer, randomize_
 from cadlab.paths import MINI_CADRECODE_DIR
 
 N_POINTS = 256
@@ -307,6 +311,77 @@ def tiny_cadrecode(seed: int = 0, std: float = 0.3, **overrides) -> CADRecode:
 # --------------------------------------------------------------------------------------------
 MINI_MODEL_DIR = MINI_CADRECODE_DIR
 REAL_MODEL_ID = "filapro/cad-recode-v1.5"
+POINT_ENCODER_KEY = "point_encoder.projection.weight"   # in CAD-Recode's and Cadrille's weights, in no plain LM
+
+
+@dataclass
+class Checkpoint:
+    """What a saved model folder holds, as ``inspect_checkpoint`` reads it (no weights loaded).
+
+    ``kind``: "CAD-Recode", "Cadrille" or "other"; ``what``: the same in words, for messages;
+    ``context``: the language model's ``max_position_embeddings`` (prompt and generated tokens
+    together), None where the config does not say.
+    """
+
+    kind: str
+    what: str
+    context: int | None
+
+
+def inspect_checkpoint(folder) -> Checkpoint:
+    """Which model ``folder`` holds, from its config.json and the headers of its ``*.safetensors`` files.
+
+    Cheap (no tensor is read), so a command can refuse a wrong or damaged folder before loading
+    anything. Weights with a point encoder (``point_encoder.projection.weight``) are CAD-Recode (a
+    Qwen2 config) or Cadrille (a Qwen2-VL config); anything else is "other", named in ``what`` (a plain
+    language model such as SmolLM2, or another course checkpoint as ``cadlab.lm.models.checkpoint_kind``
+    names it). A folder without safetensors files is judged by its config's class name alone.
+
+    Raises ``FileNotFoundError`` without config.json; ``ValueError`` if config.json is not a JSON
+    object or a safetensors file is damaged (truncated by an interrupted copy or download, or not
+    safetensors at all): safetensors checks that the file is as long as its header says.
+    """
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{folder} has no config.json; it is not a saved model folder "
+                                "(save one with model.save_pretrained).") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{folder / 'config.json'} is not a model configuration: {error}.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{folder / 'config.json'} is not a model configuration (a JSON object).")
+    weights, keys = sorted(folder.glob("*.safetensors")), set()
+    for path in weights:
+        try:
+            with safe_open(path, "pt") as file:
+                keys.update(file.keys())
+        except SafetensorError as error:
+            raise ValueError(f"{path} is damaged ({error}): copy or download it again.") from None
+    architecture = ", ".join(config.get("architectures") or []) or str(config.get("model_type", "unknown"))
+    points = POINT_ENCODER_KEY in keys if weights else architecture in ("CADRecode", "Cadrille")
+    kind = {"qwen2": "CAD-Recode", "qwen2_vl": "Cadrille"}.get(config.get("model_type")) if points else None
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    context = text.get("max_position_embeddings")
+    context = context if isinstance(context, int) else None
+    if kind is not None:
+        named = "" if architecture in ("CADRecode", "Cadrille") else f" ({architecture})"
+        return Checkpoint(kind, f"a {kind} checkpoint{named}", context)
+    known = checkpoint_kind(folder)
+    what = known.what if known is not None and known.name not in ("cadrecode", "cadrille") else \
+        f"a plain language model ({architecture}) without the point encoder of CAD-Recode and Cadrille"
+    return Checkpoint("other", what, context)
+
+
+def require_checkpoint(folder, kind: str, loader: str) -> Checkpoint:
+    """``inspect_checkpoint(folder)``, or ``ValueError`` if the folder holds no ``kind`` checkpoint (saying
+    what it holds instead); ``loader`` names the function that asked, for the message."""
+    checkpoint = inspect_checkpoint(folder)
+    if checkpoint.kind != kind:
+        other = {"CAD-Recode": "cadlab.cad.cadrecode.load_cadrecode", "Cadrille": "cadlab.cad.cadrille.load_cadrille"}
+        hint = f" (load it with {other[checkpoint.kind]})" if checkpoint.kind in other else ""
+        raise ValueError(f"{loader}: {folder} holds {checkpoint.what}, not a {kind} checkpoint{hint}.")
+    return checkpoint
 
 
 def load_cadrecode(name_or_path=None, dtype=torch.float32):
@@ -338,14 +413,21 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"load_cadrecode: {folder} has no config.json; it is not a saved "
                                         "model folder (save one with model.save_pretrained).")
+            require_checkpoint(folder, "CAD-Recode", "load_cadrecode")
             source, where = folder, str(folder)
         else:
             source, where = text, f"{text} (Hugging Face cache)"
+            try:
+                cached = try_to_load_from_cache(text, "config.json")
+            except ValueError:                    # huggingface_hub's HFValidationError: not a hub id's spelling
+                raise FileNotFoundError(f"load_cadrecode: {text!r} is neither a folder nor a hub id.") from None
+            if isinstance(cached, str):           # in the cache: check its folder as any other
+                require_checkpoint(Path(cached).parent, "CAD-Recode", "load_cadrecode")
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()          # no "Loading weights" bar in notebooks, logs or the CLI's stderr
     try:
         model = CADRecode.from_pretrained(source, dtype=dtype)
-    except Exception as error:  # noqa: BLE001 - re-raised with what to do
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:  # re-raised with what to do
         raise RuntimeError(f"load_cadrecode: could not load {str(source)!r}: {type(error).__name__}: {error}\n"
                            "A folder needs config.json and weights; a hub id must already be in your Hugging "
                            "Face cache (no network here). Call load_cadrecode() for the course's mini model.") \
@@ -358,7 +440,7 @@ def load_cadrecode(name_or_path=None, dtype=torch.float32):
         # make the mini tokenizer's <|endoftext|> its unknown token)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
         tokenizer_note = "its own tokenizer"
-    except Exception:  # noqa: BLE001 - the real checkpoint ships no tokenizer: use Qwen2's
+    except (OSError, ValueError):  # the real checkpoint ships no tokenizer: use Qwen2's
         tokenizer = qwen25_tokenizer()
         tokenizer_note = "Qwen2's tokenizer"
     for token in (POINT_TOKEN, START_TOKEN, END_TOKEN):

@@ -53,6 +53,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers import initialization as init
@@ -62,6 +63,7 @@ from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel, Qwen2VL
 from transformers.utils import can_return_tuple
 from transformers.utils import logging as hf_logging
 
+from cadlab.cad.cadrecode import require_checkpoint
 from cadlab.cad.cadrille_processor import (
     END_TOKEN,
     IMAGE_TOKEN,
@@ -392,20 +394,39 @@ def write_programs(codes: list[str], stems: list[str], out_dir, n_samples: int =
 # --------------------------------------------------------------------------------------------
 # The course's mini Cadrille (trained by ``cadlab train-cadrille``), one part at a time
 # --------------------------------------------------------------------------------------------
-def load_cadrille(path=None, dtype=torch.float32):
-    """``(model, processor)`` of the mini Cadrille shipped in ``cadlab/weights/mini-cadrille`` (or a folder
-    saved by ``cadlab.train.cadrille``), eval mode; the processor holds the folder's tokenizer."""
+def cadrille_folder(path=None) -> Path:
+    """The folder of a saved Cadrille: ``path``, or the shipped mini Cadrille for None; ``FileNotFoundError`` if
+    it lacks the weights or the tokenizer, ``ValueError`` if it holds another model or damaged weights
+    (``cadlab.cad.cadrecode.require_checkpoint``: config.json and the safetensors header only)."""
     folder = Path(path) if path is not None else MINI_CADRILLE_DIR
     if not (folder / "model.safetensors").is_file() or not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"load_cadrille: {folder} holds no saved Cadrille (model.safetensors and "
                                 "tokenizer.json); train one with `cadlab train-cadrille`.")
+    require_checkpoint(folder, "Cadrille", "load_cadrille")
+    return folder
+
+
+def load_cadrille_processor(path=None) -> CadrilleProcessor:
+    """The processor (prompts, pictures, the folder's tokenizer) of the Cadrille saved in ``path`` (None: the
+    shipped mini Cadrille), without the model: enough to measure a prompt before loading any weights."""
+    tokenizer = set_roles(PreTrainedTokenizerFast.from_pretrained(cadrille_folder(path)))
+    token_ids(tokenizer)
+    return CadrilleProcessor(tokenizer)
+
+
+def load_cadrille(path=None, dtype=torch.float32):
+    """``(model, processor)`` of the mini Cadrille shipped in ``cadlab/weights/mini-cadrille`` (or a folder
+    saved by ``cadlab.train.cadrille``), eval mode; the processor holds the folder's tokenizer. A missing,
+    foreign or damaged checkpoint is refused before any weight is read (``cadrille_folder``)."""
+    folder = cadrille_folder(path)
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         model = Cadrille.from_pretrained(folder, dtype=dtype)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:  # re-raised with what to do
+        raise RuntimeError(f"load_cadrille: could not load {str(folder)!r}: {type(error).__name__}: {error}") \
+            from error
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
-    tokenizer = set_roles(PreTrainedTokenizerFast.from_pretrained(folder))
-    token_ids(tokenizer)
-    return model.eval(), CadrilleProcessor(tokenizer)
+    return model.eval(), load_cadrille_processor(folder)

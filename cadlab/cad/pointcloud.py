@@ -1,9 +1,12 @@
 """From a mesh file to the 256 point "tokens" CAD-Recode reads.
 
-The road: ``load_mesh`` (STL/OBJ/PLY via trimesh, with clear errors) -> ``normalize_mesh``
-(bounding-box centre at the origin, longest side spanning [-1, 1]) -> ``mesh_to_point_cloud``
+The road: ``load_mesh`` (STL/OBJ/PLY via trimesh, with clear errors; duplicate vertices merged and
+zero-area triangles dropped, at the part's own scale) -> ``normalize_mesh`` (bounding-box centre at
+the origin, longest side spanning [-1, 1]) -> ``mesh_to_point_cloud``
 (8192 area-weighted surface samples, then farthest-point sampling down to 256) ->
 ``FourierPointEncoder`` (each point becomes one embedding of the language model's width).
+``load_solid`` is ``load_mesh`` plus the check the reconstruction commands need: the mesh must
+close a solid (every edge on exactly two triangles), with a message that names what is wrong.
 
 The encoder matches CAD-Recode v1.5 (and cadrille) exactly: same maths, same module and key
 names, so the released checkpoint's ``point_encoder.projection.*`` tensors load into it.
@@ -25,14 +28,19 @@ MESH_SUFFIXES = (".stl", ".obj", ".ply")
 # --------------------------------------------------------------------------------------------
 # Meshes
 # --------------------------------------------------------------------------------------------
+MERGE_DIGITS = 6    # vertices closer than about 1e-6 of the part's longest side are one vertex
+
+
 def load_mesh(path) -> "trimesh.Trimesh":
-    """Read an STL, OBJ or PLY file into a ``trimesh.Trimesh``, refusing what is not a usable solid.
+    """Read an STL, OBJ or PLY file into a ``trimesh.Trimesh``, refusing what is not a usable surface.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an unsupported suffix,
     an empty or unreadable file, a file without triangles (e.g. a PLY point cloud), non-finite
     (NaN/inf) vertex coordinates, or triangles whose total area is zero. The file is parsed
     without trimesh's clean-up first (which would silently drop NaN vertices), checked, and then
-    cleaned (duplicate vertices merged).
+    repaired by ``repair_mesh`` (duplicate vertices merged, zero-area triangles dropped); what the
+    repair changed beyond the merge is listed in ``mesh.metadata["repairs"]``. The mesh keeps the
+    file's coordinates. ``load_solid`` also refuses meshes that do not close a solid.
     """
     path = Path(path)
     if not path.exists():
@@ -46,7 +54,9 @@ def load_mesh(path) -> "trimesh.Trimesh":
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes); re-export the mesh.")
     try:
-        mesh = trimesh.load(path, file_type=suffix[1:], force="mesh", process=False)
+        mesh = trimesh.load(path, file_type=suffix[1:], process=False)
+        if isinstance(mesh, trimesh.Scene):      # several bodies (OBJ groups): one mesh, as force="mesh" does;
+            mesh = mesh.to_mesh()                # forcing it for a single body costs a full copy of the mesh
     except Exception as error:  # trimesh's parsers raise many kinds of errors for broken files
         raise ValueError(f"{path} could not be read as {suffix[1:].upper()}: {error}") from error
     vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))), dtype=float)
@@ -57,10 +67,85 @@ def load_mesh(path) -> "trimesh.Trimesh":
     if not np.isfinite(vertices).all():
         bad = int((~np.isfinite(vertices)).any(axis=1).sum())
         raise ValueError(f"{path} has {bad} vertex(es) with NaN or infinite coordinates; repair or re-export the mesh.")
-    mesh = trimesh.Trimesh(vertices, faces, process=True)
-    if not mesh.area > 0:
+    mesh = repair_mesh(trimesh.Trimesh(vertices, faces, process=False))
+    if len(mesh.faces) == 0:
         raise ValueError(f"{path}: all {len(faces)} triangles have zero area (degenerate geometry), "
                          "so there is no surface to sample.")
+    return mesh
+
+
+def repair_mesh(mesh) -> "trimesh.Trimesh":
+    """A copy of ``mesh`` with what is safely repairable repaired, in the input's coordinates.
+
+    1. Vertices at the same place become one (``merge_vertices``): STL stores every triangle's
+       three corners separately, so without this no two triangles share an edge.
+    2. Triangles without area are dropped (``nondegenerate_faces``): CAD tessellations leave a
+       few, e.g. at a sphere's or cone's pole or along a fillet, and after the merge each of them
+       has a repeated corner and spoils the count of triangles per edge.
+    3. Vertices no triangle uses any more are dropped (``remove_unreferenced_vertices``).
+
+    trimesh compares positions on an absolute grid (``tol.merge`` = 1e-8 by default): a sphere
+    drawn at 1e-9 scale collapses into a few dozen points, and at 1e10 scale the grid overflows
+    int64. So the repair runs on a copy moved and scaled into the unit box (bounding-box centre 0,
+    longest side 1), positions compared to ``MERGE_DIGITS`` decimals of it (coarse enough for
+    trimesh's fast one-integer-per-row path, fine enough for any tessellation the models can use),
+    and the zero-area test at trimesh's default height, 1e-8 of the box. The kept vertices take
+    back their original coordinates, carried through the repair as a vertex attribute, so nothing
+    moves. ``metadata["repairs"]`` lists the dropped triangles (an empty list if none).
+    """
+    vertices = np.asarray(mesh.vertices, dtype=float)
+    centre = (vertices.min(axis=0) + vertices.max(axis=0)) / 2
+    size = float(np.max(vertices.max(axis=0) - vertices.min(axis=0))) or 1.0   # 0: one point, nothing to keep
+    scaled = vertices - centre
+    scaled /= size
+    unit = trimesh.Trimesh(scaled, mesh.faces, process=False, vertex_attributes={"original": vertices})
+    unit.merge_vertices(digits_vertex=MERGE_DIGITS)
+    keep = unit.nondegenerate_faces()
+    repairs = []
+    if not keep.all():
+        dropped = int((~keep).sum())
+        repairs.append(f"dropped {dropped} zero-area triangle{'s' if dropped != 1 else ''}")
+        unit.update_faces(keep)
+    unit.remove_unreferenced_vertices()
+    return trimesh.Trimesh(unit.vertex_attributes["original"], unit.faces, process=False,
+                           metadata={"repairs": repairs})
+
+
+def solid_problem(mesh) -> str | None:
+    """Why ``mesh`` does not bound a solid, or None if every edge joins exactly two triangles.
+
+    Counts the triangles on each edge: an edge with one triangle is a border of an opening (a hole,
+    or a surface rather than a solid); an edge with three or more is non-manifold (bodies touching
+    along an edge, internal walls), where inside and outside are ambiguous. Run on a repaired mesh
+    (``load_mesh`` does that), so leftovers of the tessellation are not mistaken for either.
+    """
+    if mesh.is_watertight:
+        return None
+    per_edge = np.bincount(mesh.edges_unique_inverse)
+    open_edges, shared = int((per_edge == 1).sum()), int((per_edge > 2).sum())
+    problems = []
+    if open_edges:
+        edges = "1 edge borders" if open_edges == 1 else f"{open_edges} edges border"
+        problems.append(f"its surface is open ({edges} a single triangle), so it has no inside")
+    if shared:
+        edges = "1 edge is" if shared == 1 else f"{shared} edges are"
+        problems.append(f"it is not manifold ({edges} shared by more than two triangles: bodies that touch along "
+                        "an edge or internal walls), so its inside is ambiguous")
+    return "; ".join(problems)
+
+
+def load_solid(path) -> "trimesh.Trimesh":
+    """``load_mesh``, then refuse a mesh that does not close a solid (``solid_problem``), with ``ValueError``.
+
+    The one input check of the reconstruction models: what they rebuild is a solid, and its IoU
+    needs an inside. ``mesh.metadata["repairs"]`` says what the loader repaired.
+    """
+    mesh = load_mesh(path)
+    problem = solid_problem(mesh)
+    if problem:
+        raise ValueError(f"{path} is not a closed solid: {problem}. Export the part as a closed solid body (in "
+                         "your CAD tool: the solid, not a surface, sheet or single face), e.g. STL of the body, "
+                         "then try again.")
     return mesh
 
 
@@ -68,7 +153,9 @@ def normalize_mesh(mesh) -> "trimesh.Trimesh":
     """A copy of ``mesh`` moved and scaled as CAD-Recode's inputs are: p' = (p - c) * 2 / max(extents).
 
     c is the bounding-box centre, so afterwards the box is centred at the origin and its longest
-    side spans exactly [-1, 1] (the other sides are shorter; proportions are kept).
+    side spans exactly [-1, 1] (the other sides are shorter; proportions are kept). The vertices are
+    computed directly: trimesh's ``apply_translation`` / ``apply_scale`` skip any transform within 1e-8
+    of the identity, so a part drawn in tiny units (a shift of 1e-12) would not be centred.
     """
     extent = float(np.max(mesh.extents)) if len(mesh.vertices) else 0.0
     if not np.isfinite(extent) or extent <= 0:
@@ -76,8 +163,7 @@ def normalize_mesh(mesh) -> "trimesh.Trimesh":
                          "or non-finite coordinates); check it with load_mesh first.")
     centre = mesh.bounds.mean(axis=0)
     normalized = mesh.copy()
-    normalized.apply_translation(-centre)
-    normalized.apply_scale(2.0 / extent)
+    normalized.vertices = (np.asarray(mesh.vertices, dtype=float) - centre) * (2.0 / extent)
     return normalized
 
 

@@ -274,9 +274,9 @@ def to_frame_of(mesh, reference):
 
     p' = (p - c_mesh) * L_ref / L_mesh + c_ref, with c the bounding-box centre and L the longest
     side. The metrics compare shapes in exactly this way (each in its own unit frame), so this is
-    how a prediction in code units is laid over the input it came from.
+    how a prediction in code units is laid over the input it came from. The vertices are computed
+    directly (trimesh's ``apply_translation`` would skip a shift under 1e-8, e.g. for an input in tiny units).
     """
     moved = normalize_mesh(mesh)                       # centre 0, longest side 2
-    moved.apply_scale(float(np.max(reference.extents)) / 2.0)
-    moved.apply_translation(reference.bounds.mean(axis=0))
+    moved.vertices = moved.vertices * (float(np.max(reference.extents)) / 2.0) + reference.bounds.mean(axis=0)
     return moved
