@@ -1,5 +1,6 @@
 """The ``cadlab`` command: one entry point for the course's command-line tools.
 
+    cadlab doctor [--skip-model]                                         (before the course)
     cadlab reconstruct PART.stl [-o DIR] [--samples K] [--model PATH]   (notebook 07)
     cadlab iterative-generate --prompt "..." [--method jacobi] ...       (notebook 05)
     cadlab bench decode [--new-tokens N] [--runs R]                      (notebook 03)
@@ -25,6 +26,7 @@ import sys
 from cadlab import __version__
 
 COMMANDS = {
+    "doctor": ("cadlab.doctor", "check in about a minute that this machine can run the course (exit 1 on a FAIL)"),
     "reconstruct": ("cadlab.cad.reconstruct_cli", "point cloud of an STL -> CadQuery code -> solid (CAD-Recode)"),
     "iterative-generate": ("cadlab.lm.parallel_decoding",
                            "block-wise parallel decoding of prompts (as published, Jacobi or greedy)"),

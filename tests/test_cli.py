@@ -6,7 +6,7 @@ import pytest
 
 from cadlab import cli
 
-TOOLS = ["reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode",
+TOOLS = ["doctor", "reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode",
          "train-autocomplete", "train-cadrille"]
 
 

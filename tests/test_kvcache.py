@@ -2,6 +2,7 @@
 generation, the memory formula, and the decode benchmark's output (structure only, no speed)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -251,12 +252,30 @@ def test_decode_benchmark_returns_the_documented_figures(tiny):
                               copy_megabytes=4, log=None)
     for key in ["tok_s_cached", "tok_s_generate", "tok_s_uncached", "ratio_vs_generate", "cache_speedup",
                 "ttft_s", "decode_s_per_token", "achieved_GB_s", "copy_GB_s"]:
-        assert isinstance(result[key], float) and result[key] > 0, key
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
     assert result["new_tokens"] == 3 and result["runs"] == 1 and result["prompt_tokens"] == 4
     assert result["ratio_vs_generate"] == pytest.approx(result["tok_s_cached"] / result["tok_s_generate"], rel=0.02)
     json.dumps(result)
     with pytest.raises(ValueError, match="one prompt"):
         decode_benchmark(tiny, _random_ids((2, 4)), new_tokens=3, runs=1, log=None)
+
+
+def test_decode_benchmark_figures_stay_positive_on_a_slow_machine(tiny, monkeypatch):
+    """Every figure keeps significant digits: a busy machine gives small figures, never 0.0. Here each
+    generation takes 60 s, the prefill 20 s, and the copy bandwidth is 1 MB/s (the timings are set, so
+    nothing depends on this machine's speed)."""
+    from cadlab.lm import bench
+
+    timings = iter([60.0, 60.0, 60.0, 20.0])                      # cached, generate, uncached, prefill
+    monkeypatch.setattr(bench, "_seconds", lambda fn: (fn(), next(timings))[1])
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda megabytes: 0.001)
+    monkeypatch.setattr(bench, "kv_cache_bytes", lambda *args, **kwargs: 0)
+    result = decode_benchmark(tiny, _random_ids((1, 4), seed=5), new_tokens=3, runs=1, warmup_tokens=2, log=None)
+    assert result["tok_s_cached"] == result["tok_s_generate"] == result["tok_s_uncached"] == 0.05   # 3 tokens / 60 s
+    assert result["ratio_vs_generate"] == result["cache_speedup"] == 1.0
+    assert result["ttft_s"] == 20.0 and result["decode_s_per_token"] == 20.0          # (60 - 20) s / 2 tokens
+    assert result["achieved_GB_s"] == 1.814e-05                  # 362,752 weight bytes per 20 s: two decimals gave 0.0
+    assert result["copy_GB_s"] == 0.001 and result["weight_MB"] == 0.3628
 
 
 def test_bench_cli_prints_json_as_last_line(capsys):

@@ -190,10 +190,11 @@ def test_each_program_runs_in_a_process_of_its_own():
     """A program's process ends with it; the worker itself never runs a program."""
     assert run_cadquery(H).ok
     pid = sandbox.worker_pid()
-    started = time.perf_counter()
     threading.Timer(0.5, lambda: [os.kill(child, signal.SIGKILL) for child in _children(pid)]).start()
     result = run_cadquery("while True:\n    pass", timeout=20)
-    assert result.kind == "crash" and time.perf_counter() - started < 10, result
+    # "crash", not "timeout": the end was seen when it happened (an end noticed only at the 20 s timeout
+    # is reported as a timeout), whatever the machine's speed
+    assert result.kind == "crash", result
     assert "SIGKILL" in result.message
     assert sandbox.worker_pid() == pid and run_cadquery(H).ok
 
@@ -219,7 +220,7 @@ def test_worker_dying_mid_program_is_a_crash_and_takes_its_program_along():
     pid = sandbox.worker_pid()
     threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
     result = run_cadquery("while True:\n    pass", timeout=20)
-    assert result.kind == "crash" and result.seconds < 15, result
+    assert result.kind == "crash", result          # not "timeout": seen when it happened, not 20 + 30 s later
     assert "SIGKILL" in result.message
     time.sleep(0.5)
     assert _processes(2, pid) == [], "processes of the dead worker still run"

@@ -60,7 +60,8 @@ def test_train_writes_the_log_and_a_loadable_adapter(tmp_path, tokenizer):
     assert [r["step"] for r in log["train"]] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and r["tokens"] <= 2 * 700 for r in log["train"])
     assert [v["step"] for v in log["val"]] == [0, 4] and log["val"][1]["loss"] < log["val"][0]["loss"]
-    assert sum(r["skipped"] for r in log["train"]) > 0 and log["runs"][0]["steps"] == 4 and log["total_seconds"] > 0
+    assert sum(r["skipped"] for r in log["train"]) > 0 and log["runs"][0]["steps"] == 4
+    assert log["total_seconds"] == log["runs"][0]["seconds"] >= 0      # rounded to 0.1 s: a fast machine may write 0.0
     shipped = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert shipped["train"] == log["train"] and shipped["config"]["r"] == 8
     assert shipped["config"]["trainable_parameters"] == 2 * 8 * (

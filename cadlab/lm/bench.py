@@ -13,6 +13,9 @@ tokens: our loop gets no EOS id (so it never stops early) and ``model.generate``
     decode_s_per_token = (cached time - ttft) / (new_tokens - 1)
     achieved_GB_s     = (weight bytes + cache bytes at the mean decode position) / decode_s_per_token
     copy_GB_s         the machine's copy bandwidth at the same thread count (the ceiling a decode step can approach)
+
+Every figure keeps 4 significant digits, never a fixed number of decimals: a tiny model on a busy
+machine can move 0.004 GB/s, which two decimals would print as 0.0.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from cadlab.lm.models import ModelLoadError, check_lm_source, load_lm
 from cadlab.lm.sampling import generate, next_token_logits
 
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint. Describe the colours it discovers."
+
+
+def _figure(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits (a positive figure stays positive, however small)."""
+    return float(f"{value:.{digits}g}")
 
 
 def _seconds(fn) -> float:
@@ -96,16 +104,16 @@ def decode_benchmark(model, input_ids: torch.Tensor, *, new_tokens: int = 256, r
         "new_tokens": new_tokens,
         "uncached_new_tokens": uncached_new_tokens,
         "runs": runs,
-        "tok_s_cached": round(tok_s["cached"], 2),
-        "tok_s_generate": round(tok_s["generate"], 2),
-        "tok_s_uncached": round(tok_s["uncached"], 2),
-        "ratio_vs_generate": round(tok_s["cached"] / tok_s["generate"], 3),
-        "cache_speedup": round(tok_s["cached"] / tok_s["uncached"], 2),
-        "ttft_s": float(f"{median['prefill']:.4g}"),          # 4 significant digits: a tiny model's
-        "decode_s_per_token": float(f"{decode_s:.4g}"),       # step takes microseconds
-        "weight_MB": round(weight_bytes(model) / 1e6, 1),
-        "achieved_GB_s": round(moved / decode_s / 1e9, 2),
-        "copy_GB_s": round(copy_bandwidth(copy_megabytes), 2),
+        "tok_s_cached": _figure(tok_s["cached"]),
+        "tok_s_generate": _figure(tok_s["generate"]),
+        "tok_s_uncached": _figure(tok_s["uncached"]),
+        "ratio_vs_generate": _figure(tok_s["cached"] / tok_s["generate"]),
+        "cache_speedup": _figure(tok_s["cached"] / tok_s["uncached"]),
+        "ttft_s": _figure(median["prefill"]),
+        "decode_s_per_token": _figure(decode_s),
+        "weight_MB": _figure(weight_bytes(model) / 1e6),
+        "achieved_GB_s": _figure(moved / decode_s / 1e9),
+        "copy_GB_s": _figure(copy_bandwidth(copy_megabytes)),
     }
 
 
