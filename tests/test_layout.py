@@ -92,7 +92,7 @@ def test_the_package_has_its_two_halves_and_a_training_folder():
             "cadlab.train.autocomplete"} <= names
     top_level = {n for n in names if n.count(".") == 1}
     assert top_level == {"cadlab.lm", "cadlab.cad", "cadlab.train", "cadlab.exercises", "cadlab.paths",
-                         "cadlab.cli", "cadlab.arguments", "cadlab.notebook"}, "a new module belongs in lm/, cad/ or train/"
+                         "cadlab.cli", "cadlab.doctor", "cadlab.arguments", "cadlab.notebook"}, "a new module belongs in lm/, cad/ or train/"
 
 
 def test_no_import_circles():
