@@ -39,6 +39,9 @@ def case(command: str, expect: str, env: dict | None = None, marks=()):
 
 BAD_INPUTS = [
     case("cadlab reconstrut x.stl", "unknown command 'reconstrut'"),
+    # ---- cadlab doctor
+    case("cadlab doctor --bogus", "unrecognized arguments: --bogus"),
+    case("cadlab doctor extra", "unrecognized arguments: extra"),
     # ---- cadlab iterative-generate
     case("cadlab iterative-generate --prompt hi --model {weights}/mini-cadrecode", "cadlab reconstruct"),
     case("cadlab iterative-generate --prompt hi --model {weights}/mini-cadrille", "a Cadrille checkpoint"),
