@@ -64,15 +64,17 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrom
 # - the cache folder: the offline model converted to safetensors is 0.5 GB (517 MB), the Qwen2.5
 #   tokenizer 18 MB, synthetic parts < 1 MB; training runs and part sets need some room besides;
 # - the repository: the notebooks' saved outputs and the browser tests' screenshots, a few MB;
-# - memory: the heaviest notebook peaks at about 3-4 GB (the maintainers' measurement of the lessons'
-#   peak memory when executing them; not re-measured by this command).
+# - memory: 4 GB. Measured peaks of the notebook's process: 0.95 GB loading the offline model and
+#   generating, 2.6 GB for one LoRA step of SmolLM2 on 700 tokens with CadQuery imported (the heaviest
+#   kind of cell); the sandbox's process for a program comes on top, capped at 2 GiB (a typical program
+#   stays well under it). A whole notebook's peak has not been measured.
 GB = 1e9
 ENVIRONMENT_GB = 3.3
 MODEL_COPY_GB = 0.5
 CACHE_ROOM_GB = 0.5          # beyond the converted model: training runs, parts, part sets
 REPO_ROOM_GB = 0.2
 PEAK_MEMORY_GB = 4.0
-SMALLEST_MACHINE_GB = 3.5    # total memory under this cannot hold the heaviest notebook (a "4 GB" laptop reports ~3.7)
+SMALLEST_MACHINE_GB = 3.5    # total memory under this cannot hold the heaviest cells (a "4 GB" laptop reports ~3.7)
 
 
 @dataclass
@@ -483,17 +485,17 @@ def memory_gb() -> tuple[float, float] | None:
 
 
 def check_memory() -> Result:
-    """Memory: the heaviest notebook peaks at about 3-4 GB. A machine with less in all FAILs; one with
+    """Memory: the course needs about 4 GB (see above). A machine with less in all FAILs; one with
     enough but less available right now (other programs open) WARNs."""
     memory = memory_gb()
     if memory is None:
         return Result(SKIP, "cannot read the memory (no /proc/meminfo, psutil not installed)",
-                      f"the heaviest notebook needs about {PEAK_MEMORY_GB:.0f} GB")
+                      f"the course needs about {PEAK_MEMORY_GB:.0f} GB")
     total, available = memory
     detail = (f"{available:.1f} GB available of {total:.1f} GB "
-              f"(the heaviest notebook peaks at about {PEAK_MEMORY_GB:.0f} GB)")
+              f"(the course needs about {PEAK_MEMORY_GB:.0f} GB)")
     if total < SMALLEST_MACHINE_GB:
-        return Result(FAIL, detail, "this machine has too little memory for the heaviest notebooks: "
+        return Result(FAIL, detail, "this machine has too little memory for the heaviest cells (LoRA training, the sandbox): "
                       "use one with at least 4 GB")
     if available < PEAK_MEMORY_GB:
         return Result(WARN, detail, "close other programs (browsers, IDEs) before the heavier notebooks")
