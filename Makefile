@@ -210,12 +210,15 @@ solutions:
 
 # Re-run notebooks in place and store their outputs, with the same settings nbval uses, then
 # regenerate and run their solutions: `make execute NB=notebooks/03_kv_cache.ipynb` (default: every lesson).
+# Each lesson's run time goes into notebooks/run_times.json, and tools/run_times.py rewrites every time the
+# notebooks, the README and the teacher's guide state (run it on an idle machine: the load is recorded).
 # tools/execute_notebook.py is nbconvert's --execute --inplace without the Output-widget imitation that
 # can hang it at an explorer cell (its docstring says why); explorers are stored without outputs.
 NB ?= $(LESSONS)
 EXECUTE := $(PY) tools/execute_notebook.py --timeout 600
 execute: setup
 	for nb in $(NB); do $(OFFLINE) $(EXECUTE) "$$nb" || exit 1; done
+	$(PY) tools/run_times.py
 	for solution in $$($(PY) tools/make_solutions.py $(filter-out notebooks/solutions/%,$(NB))); do \
 		$(OFFLINE) $(EXECUTE) "$$solution" || exit 1; \
 	done

@@ -27,6 +27,9 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run_times  # noqa: E402  (tools/ is not a package)
+
 EXPLORER = re.compile(r"widgets\.interact\(|\.on_click\(")
 
 
@@ -39,8 +42,9 @@ class HeadlessClient(NotebookClient):
 
 
 def execute(path: Path, timeout: int = 600) -> float:
-    """Run ``path`` in place; returns the seconds it took."""
+    """Run ``path`` in place and record its run time (tools/run_times.py); returns the seconds it took."""
     notebook = nbformat.read(path, as_version=4)
+    load_before = run_times.load()
     start = time.perf_counter()
     HeadlessClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=False,
                    resources={"metadata": {"path": str(path.resolve().parent)}}).execute()
@@ -48,8 +52,10 @@ def execute(path: Path, timeout: int = 600) -> float:
         if cell.cell_type == "code" and EXPLORER.search(cell.source):
             cell.outputs = []
     notebook.metadata.pop("widgets", None)
+    seconds = time.perf_counter() - start
     nbformat.write(notebook, path)
-    return time.perf_counter() - start
+    run_times.record(path, seconds, load_before)
+    return seconds
 
 
 def main(argv=None) -> int:
