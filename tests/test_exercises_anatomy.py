@@ -23,6 +23,13 @@ def test_check_rms_norm_rejects_wrong_answers(capsys):
     assert checks.check_rms_norm(
         lambda x, w, eps: w.float() * anatomy.rms_norm(x.float(), torch.ones_like(w.float()), eps)) is False
     assert "cast back" in capsys.readouterr().out
+    # no float32 upcast: right formula, wrong precision - the message says so (not "check the formula")
+    with pytest.raises(AssertionError, match="formula is right, the precision is not.*Upcast"):
+        checks.check_rms_norm(lambda x, w, eps: w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    # upcasts only for bfloat16: float16's x**2 overflows, and the message names it
+    with pytest.raises(AssertionError, match="overflows"):
+        checks.check_rms_norm(lambda x, w, eps: anatomy.rms_norm(x, w, eps) if x.dtype != torch.float16
+                              else w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
     assert checks.check_rms_norm(_todo) is False
 
 

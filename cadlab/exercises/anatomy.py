@@ -18,21 +18,39 @@ from cadlab.lm.models import qwen25_config
 
 @exercise_check
 def check_rms_norm(fn) -> bool:
-    """``fn(x, weight, eps)`` must equal ``anatomy.rms_norm`` in float32 (two eps) and bfloat16."""
+    """``fn(x, weight, eps)`` must equal ``anatomy.rms_norm`` in float32 (two eps), bfloat16 and float16.
+
+    The float32 cases check the formula. The half-precision cases check the dtype handling: an answer
+    that normalizes in the input's own dtype (no float32 upcast) is off in bfloat16, and in float16 its
+    ``x ** 2`` overflows (past 65,504, i.e. |x| > 256) to inf, which turns the output into zeros.
+    Once float32 matches, a half-precision failure is reported as what it is: the missing upcast.
+    """
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 16, generator=generator)
     weight = torch.randn(16, generator=generator)
     if not attempted(fn, x, weight, 1e-6):
         return False
-    for dtype, eps, tol in [(torch.float32, 1e-6, 1e-5), (torch.float32, 1e-1, 1e-5), (torch.bfloat16, 1e-6, 1e-2)]:
-        expected = anatomy.rms_norm(x.to(dtype), weight.to(dtype), eps)
-        with case(f"{dtype} input, eps={eps}"):
-            got = expect_tensor(fn(x.to(dtype), weight.to(dtype), eps), tuple(x.shape), dtype,
+    # (dtype, scale of x, eps, tolerance); float16 with |x| in the hundreds, as in a real residual stream
+    for dtype, scale, eps, tol in [(torch.float32, 1.0, 1e-6, 1e-5), (torch.float32, 1.0, 1e-1, 1e-5),
+                                   (torch.bfloat16, 1.0, 1e-6, 1e-2), (torch.float16, 300.0, 1e-6, 1e-2)]:
+        x_in, w_in = (scale * x).to(dtype), weight.to(dtype)
+        expected = anatomy.rms_norm(x_in, w_in, eps)
+        label = f"{dtype} input" + (f" (|x| up to {x_in.abs().max().item():.0f})" if scale != 1.0 else "") + f", eps={eps}"
+        with case(label):
+            got = expect_tensor(fn(x_in, w_in, eps), tuple(x.shape), dtype,
                                 hint="like x: same shape, same dtype - cast back to the input's dtype")
         diff = (got.float() - expected.float()).abs().max().item()
-        assert diff <= tol, (f"{dtype} eps={eps}: max |difference| {diff:.2e} > {tol:g}. Divide by "
-                             "sqrt(mean(x**2) over the last dim + eps), then multiply by weight.")
-    print("check_rms_norm: equal to anatomy.rms_norm (= Qwen2RMSNorm) in float32 (eps 1e-6, 0.1) and bfloat16 ✓")
+        if dtype == torch.float32:
+            assert diff <= tol, (f"{dtype} eps={eps}: max |difference| {diff:.2e} > {tol:g}. Divide by "
+                                 "sqrt(mean(x**2) over the last dim + eps), then multiply by weight.")
+        else:
+            overflow = (" In float16, x**2 overflows past 65,504 (|x| > 256) and becomes inf."
+                        if dtype == torch.float16 else "")
+            assert diff <= tol, (f"{label}: max |difference| {diff:.2e} > {tol:g}, although float32 matched: the "
+                                 f"formula is right, the precision is not.{overflow} Upcast first: x32 = x.float(), "
+                                 "normalize x32, cast the result back with .to(x.dtype), then multiply by weight.")
+    print("check_rms_norm: equal to anatomy.rms_norm (= Qwen2RMSNorm) in float32 (eps 1e-6, 0.1), bfloat16 "
+          "and float16 ✓")
     return True
 
 
