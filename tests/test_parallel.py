@@ -261,7 +261,7 @@ def test_cli_runs_and_saves_every_result(tiny_folder, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Hello"}\n"Write a haiku about the sea."\n{"prompt": "2 + 2 ="}\n')
     responses = {}
-    for method in ("greedy", "jacobi", "seed"):
+    for method in ("greedy", "jacobi", "iterative", "seed"):
         out = tmp_path / f"{method}.jsonl"
         argv = ["--model-path", str(tiny_folder), "--prompts-file", str(prompts), "--method", method,
                 "--max-new-tokens", "6", "--batch-size", "2", "--output-file", str(out), "--max-display", "1",
@@ -273,8 +273,9 @@ def test_cli_runs_and_saves_every_result(tiny_folder, tmp_path, capsys):
         assert all(r["method"] == method and r["new_tokens"] <= 6 for r in records)
         assert "--- [0] Hello" in printed.out and "--- [1]" not in printed.out
         responses[method] = [r["response"] for r in records]
-    # Lossless: Jacobi and the seed method with refine_iter = block size reproduce greedy decoding.
-    assert responses["jacobi"] == responses["greedy"] == responses["seed"]
+    # Lossless: Jacobi and the published method with refine_iter = block size reproduce greedy decoding
+    # ("seed" is the older name of "iterative").
+    assert responses["jacobi"] == responses["greedy"] == responses["iterative"] == responses["seed"]
 
 
 def test_cli_keeps_results_already_generated(tiny_folder, tmp_path, capsys, monkeypatch):

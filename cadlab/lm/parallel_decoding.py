@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cadlab iterative-generate",
         description="Block-wise parallel decoding of prompts: the published iterative refinement "
-                    "(--method seed, lossy), lossless Jacobi decoding (jacobi) or plain greedy decoding. "
+                    "(--method iterative, lossy), lossless Jacobi decoding (jacobi) or plain greedy decoding. "
                     "Also: python -m cadlab.lm.parallel_decoding. The published demo's underscore flags (--max_new_tokens, ...) "
                     "work too.")
 
@@ -493,10 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model folder or cached hub id (default: cadlab's load_lm(): $CADLAB_LM or the "
                              "offline SmolLM2-135M-Instruct); --model, as in the other cadlab tools, or the "
                              "published demo's --model_path")
-    flag("method", choices=["seed", "jacobi", "greedy"], default="seed")
+    flag("method", choices=["iterative", "jacobi", "greedy", "seed"], default="iterative",
+         help="iterative: the published block-wise refinement (lossy; 'seed' is an older name for it)")
     flag("add-eos-length", type=arguments.non_negative_int, default=127,
-         help="seed: placeholders per block (block = this + 1)")
-    flag("refine-iter", type=arguments.positive_int, default=2, help="seed: Jacobi passes per block")
+         help="iterative: placeholders per block (block = this + 1)")
+    flag("refine-iter", type=arguments.positive_int, default=2, help="iterative: Jacobi passes per block")
     flag("block-size", type=arguments.positive_int, default=16, seed=False, help="jacobi: tokens per block")
     flag("max-new-tokens", type=arguments.positive_int, default=1024)
     flag("max-length", type=arguments.positive_int, default=8192, help="prompt + new tokens, at most")
@@ -573,7 +574,7 @@ def _run_batch(args, model, tokenizer, texts, device):
     budget = min(args.max_new_tokens, args.max_length - ids.shape[1])
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     start = time.perf_counter()
-    if args.method == "seed":
+    if args.method in ("iterative", "seed"):
         out = iterative_generate(model, ids, mask, add_eos_length=args.add_eos_length, refine_iter=args.refine_iter,
                                  max_new_tokens=budget, max_length=args.max_length, eos_token_id=eos,
                                  pad_token_id=pad)

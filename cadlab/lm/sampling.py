@@ -332,6 +332,6 @@ def qwen25_generation_config() -> dict:
 
     Returns the data file's dict: ``"generation_config"`` holds the file's keys and values as
     published (``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``, token
-    ids), ``"source"`` says where they come from and how they were checked.
+    ids), ``"source"`` says where the file is published.
     """
     return json.loads(QWEN25_GENERATION_CONFIG_FILE.read_text(encoding="utf-8"))
