@@ -91,8 +91,8 @@ TYPED_TIME = re.compile(r"(?:≈|~|about|under|over|within)?\s*(\d+(?:\.\d+)?)\s
 @pytest.mark.parametrize("path", NO_TYPED_TIMES, ids=lambda p: p.stem)
 def test_no_lesson_types_a_run_time_by_hand(path):
     """A time in a lesson's prose is a marker written by tools/run_times.py (or printed by the cell that
-    measured it). A study-time estimate ("to study: about 60 min", or a table whose header says "study") is
-    not a measurement and is allowed."""
+    measured it). A study-time estimate (a sentence saying "study" or "estimate", or a table whose header
+    says "study" or "reading") is not a measurement and is allowed."""
     notebook = nbformat.read(path, as_version=4)
     typed = []
     for index, cell in enumerate(notebook.cells):
@@ -100,14 +100,15 @@ def test_no_lesson_types_a_run_time_by_hand(path):
             continue
         text = run_times.MARKER.sub(" ", cell.source)
         text = re.sub(r"```.*?```|`[^`\n]*`|<!--.*?-->|\$[^$\n]*\$", " ", text, flags=re.S)
-        study_table = False
-        for line in text.splitlines():
-            if line.lstrip().startswith("|"):
-                study_table = study_table or bool(re.search(r"\b(study|reading)\b", line, re.I))
-            else:
-                study_table = False
-            if study_table or re.search(r"\bstudy\b", line, re.I):
-                continue
-            for match in TYPED_TIME.finditer(line):
-                typed.append(f"cell {index}: {match.group(0).strip()!r} in: {line.strip()[:120]}")
+        for block in re.split(r"\n\s*\n", text):
+            lines = [line.strip() for line in block.splitlines() if line.strip()]
+            if lines and all(line.startswith("|") for line in lines):       # a table: exempt if about study
+                pieces = [] if re.search(r"\b(study|reading)\b", lines[0], re.I) else lines
+            else:                                                            # prose: sentence by sentence
+                pieces = re.split(r"(?<=[.!?])\s+", " ".join(lines))
+            for piece in pieces:
+                if re.search(r"\b(study|estimate)\b", piece, re.I):
+                    continue
+                for match in TYPED_TIME.finditer(piece):
+                    typed.append(f"cell {index}: {match.group(0).strip()!r} in: {piece[:120]}")
     assert not typed, f"{path.name}: times typed by hand (use a <!--time:..--> marker):\n" + "\n".join(typed)
