@@ -34,9 +34,9 @@ def test_make_execute_records_the_run_and_the_marked_times_are_written_from_it(t
     notebooks.mkdir()
     lesson = nbformat.v4.new_notebook()
     lesson.cells = [
-        nbformat.v4.new_markdown_cell("To run: <!--time:01-->?<!--/time-->. The nap takes "
+        nbformat.v4.new_markdown_cell("## A short nap\n\nTo run: <!--time:01-->?<!--/time-->. The nap takes "
                                       "<!--time:01/nap-->?<!--/time-->."),
-        nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\n# a short nap\nimport time\ntime.sleep(1.2)"),
+        nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\nimport time\ntime.sleep(1.2)"),
         nbformat.v4.new_code_cell("6 * 7"),
     ]
     lesson.cells[1]["id"] = "nap"
@@ -56,10 +56,10 @@ def test_make_execute_records_the_run_and_the_marked_times_are_written_from_it(t
     assert run_times.apply(tmp_path, write=False) == ["notebooks/01_lesson.ipynb", "README.md"]
     run_times.apply(tmp_path)
     stated = nbformat.read(path, as_version=4).cells[0].source
-    assert re.fullmatch(r"To run: <!--time:01-->\d+ s<!--/time-->\. The nap takes <!--time:01/nap-->1 s<!--/time-->\.",
+    assert re.fullmatch(r"## A short nap\n\nTo run: <!--time:01-->\d+ s<!--/time-->\. The nap takes <!--time:01/nap-->1 s<!--/time-->\.",
                         stated), stated
     readme = (tmp_path / "README.md").read_text()
-    assert "<!--time:01-->old" not in readme and "| 01 | a short nap (`nap`) | 1 s |" in readme
+    assert "<!--time:01-->old" not in readme and "| 01 | A short nap (cell `nap`) | 1 s |" in readme
     assert run_times.apply(tmp_path, write=False) == []        # written once, nothing stale
 
 

@@ -131,24 +131,24 @@ def say_seconds(seconds: float) -> str:
 
 
 def describe_cell(notebook_path: Path, cell_id: str) -> str:
-    """A cell's first comment (or first line), to name it in the slow-cell table."""
+    """Name a cell for the slow-cell table: the heading of the section it is in."""
+    heading = "the first cells"
     for cell in nbformat.read(notebook_path, as_version=4).cells:
-        if cell.get("id") == cell_id:
-            lines = [line.strip() for line in cell.source.splitlines() if line.strip()]
-            comments = [line.lstrip("# ").rstrip() for line in lines
-                        if line.startswith("#") and "NBVAL" not in line]
-            text = comments[0] if comments else (lines[0] if lines else "")
-            return text.replace("|", "\\|")
+        if cell.cell_type == "markdown":
+            headings = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            heading = headings[-1] if headings else heading
+        elif cell.get("id") == cell_id:
+            return heading.replace("|", "\\|")
     return cell_id
 
 
 def slow_cells(data: dict, root: Path) -> str:
-    rows = ["| Notebook | Cell | Time |", "|---|---|---|"]
+    rows = ["| Notebook | Section (cell id) | Time |", "|---|---|---|"]
     for key, entry in data["notebooks"].items():
         for cell_id, seconds in entry["cells"].items():
             if seconds >= SLOW_CELL:
                 what = describe_cell(root / "notebooks" / entry["notebook"], cell_id)
-                rows.append(f"| {key} | {what} (`{cell_id}`) | {say_seconds(seconds)} |")
+                rows.append(f"| {key} | {what} (cell `{cell_id}`) | {say_seconds(seconds)} |")
     return "\n" + "\n".join(rows) + "\n"
 
 
