@@ -10,6 +10,7 @@ import functools
 import importlib
 import pkgutil
 
+import cadquery as cq
 import numpy as np
 import pytest
 import torch
@@ -19,6 +20,7 @@ from transformers import DynamicCache, Qwen2ForCausalLM
 import cadlab.exercises
 from cadlab.cad import autocomplete as ac
 from cadlab.cad.pointcloud import FourierPointEncoder
+from cadlab.exercises.pointcloud import primer_part
 from cadlab.exercises import describe, function_name
 from cadlab.lm import anatomy, sampling
 from cadlab.lm.babygpt import distinct_n
@@ -111,6 +113,7 @@ REFERENCE = {
     "check_fourier_features": lambda points: FourierPointEncoder(1).fourier_features(points),
     "check_normalize_points": normalize_points,
     "check_chamfer": chamfer,
+    "check_through_bore": lambda radius: primer_part(radius, through=True),
     "check_embed_prompt": lambda model, ids, mask, cloud: model.embed_prompt(ids, mask, cloud),
     "check_cached_greedy": cached_greedy,
     "check_to_grid": lambda points: np.rint(np.asarray(points) * 100).astype(int),
@@ -146,6 +149,7 @@ ACCEPTED = {
                                "torch tensor": _then("check_normalize_points", torch.from_numpy)},
     "check_chamfer": {"float": _then("check_chamfer", float), "numpy float64": _then("check_chamfer",
                                                                                       lambda v: np.float64(v.item()))},
+    "check_through_bore": {"the Solid": _then("check_through_bore", lambda w: w.val())},
     "check_cached_greedy": {"numpy array": _then("check_cached_greedy", lambda t: t.numpy()),
                             "nested list": _then("check_cached_greedy", lambda t: t.tolist())},
     "check_to_grid": {"nested list": _then("check_to_grid", np.ndarray.tolist),
@@ -320,6 +324,13 @@ SPECIFIC = {
         "the distance matrix": (lambda p, q: torch.cdist(p, q), "float64 torch tensor of shape (1, 2)"),
         "a str": (T("check_chamfer", lambda v: str(float(v))), "returned the str '6.0'"),
         "a one-element array": (T("check_chamfer", lambda v: np.array([float(v)])), "numpy array of shape (1,)"),
+    },
+    "check_through_bore": {
+        "the volume": (T("check_through_bore", lambda w: round(w.val().Volume())), "radius 15: your function returned the int 525553; "
+                                                                                    "return a CadQuery Workplane"),
+        "the sketch, not extruded": (lambda radius: cq.Workplane("ZX").sketch().rect(200, 120), "returned a Sketch"),
+        "an empty Workplane": (lambda radius: cq.Workplane("ZX"), "returned a Workplane with nothing on its stack"),
+        "a Workplane of points": (lambda radius: cq.Workplane("ZX").pushPoints([(0, 0)]), "a Workplane holding a Vector"),
     },
     "check_embed_prompt": {
         "numpy array": (T("check_embed_prompt", lambda t: t.detach().numpy()), "numpy array"),

@@ -1,4 +1,4 @@
-"""Self-checks for the exercises of 06_point_clouds.ipynb (Fourier features, normalization, Chamfer)."""
+"""Self-checks for the exercises of 06_point_clouds.ipynb (a CadQuery part, Fourier features, normalization, Chamfer)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import trimesh
 
 from cadlab.cad.metrics import chamfer_distance_points
 from cadlab.cad.pointcloud import FourierPointEncoder, normalize_mesh
-from cadlab.exercises import attempted, case, exercise_check, expect_array, expect_number, expect_tensor
+from cadlab.exercises import (Failed, attempted, case, describe, exercise_check, expect_array, expect_number,
+                              expect_tensor)
 
 
 @exercise_check
@@ -67,4 +68,68 @@ def check_chamfer(fn) -> bool:
             f"case {i}: got {got:.6f}, expected {expected:.6f}. Square the nearest-neighbour distances, average "
             "each direction separately (the sets may differ in size), and ADD the two means.")
     print("check_chamfer: equal to metrics.chamfer_distance_points (6.0 for the hand example) ✓")
+    return True
+
+
+PRIMER_HOLES = [(-70, -35), (-70, 35), (70, -35), (70, 35)]
+
+
+def primer_part(bore: int = 15, through: bool = False):
+    """The part of 06's CadQuery primer: a 200 x 120 x 20 plate with four holes and a boss on top, bored with a
+    circle of radius ``bore``; ``through`` cuts the bore through the plate as well (the exercise's answer)."""
+    import cadquery as cq   # deferred: the other checks of this module do not need CadQuery
+
+    w0 = cq.Workplane("ZX", origin=(0, -30, 0))
+    sketch = w0.sketch().rect(200, 120).push(PRIMER_HOLES).circle(10, mode="s")
+    if through:
+        sketch = sketch.push([(0, 0)]).circle(bore, mode="s")
+    plate = sketch.finalize().extrude(20)
+    return plate.union(w0.workplane(offset=20).sketch().circle(30).circle(bore, mode="s").finalize().extrude(40))
+
+
+def expect_solid(got, hint: str = ""):
+    """``got`` (a CadQuery Workplane holding a shape, or a Shape) as a CadQuery Shape; anything else raises ``Failed``."""
+    import cadquery as cq
+
+    shape = got
+    if isinstance(got, cq.Workplane):
+        if not got.vals():
+            raise Failed("your function returned a Workplane with nothing on its stack; return the Workplane "
+                         "that holds the part (the result of .extrude(...) or .union(...)).")
+        values = got.vals()
+        others = [v for v in values if not isinstance(v, cq.Shape)]
+        # several shapes on the stack (two bodies never unioned) are checked together, as one compound
+        shape = others[0] if others else values[0] if len(values) == 1 else cq.Compound.makeCompound(values)
+    if not isinstance(shape, cq.Shape) or not shape.Solids():
+        what = describe(got) if shape is got else f"a Workplane holding {describe(shape)}"
+        raise Failed(f"your function returned {what}; return a CadQuery Workplane holding the solid part"
+                     f"{f' ({hint})' if hint else ''}.")
+    return shape
+
+
+@exercise_check
+def check_through_bore(fn) -> bool:
+    """``fn(radius)`` must return the primer's part, its boss bored with a circle of ``radius`` and the bore cut
+    through the plate too: one solid, equal to ``primer_part(radius, through=True)`` (no volume missing or extra)."""
+    if not attempted(fn, 15):
+        return False
+    for radius in (15, 8):
+        with case(f"radius {radius}"):
+            got = expect_solid(fn(radius), "a Sketch becomes a solid with .finalize().extrude(depth)")
+        expected, before = primer_part(radius, through=True).val(), primer_part(radius).val()
+        n_solids = len(got.Solids())
+        assert n_solids == 1, (f"radius {radius}: your part is {n_solids} separate solids; join the plate and the "
+                               "boss with plate.union(boss).")
+        volume = got.Volume()
+        if abs(volume - before.Volume()) < 1e-3 * before.Volume():
+            raise AssertionError(f"radius {radius}: volume {volume:.0f}, the primer's part unchanged - nothing was cut "
+                                 "from the plate. Add .push([(0, 0)]).circle(radius, mode='s') to the plate's sketch "
+                                 "(mode='s' subtracts; without it the circle is added, and changes nothing).")
+        extra, missing = got.cut(expected).Volume(), expected.cut(got).Volume()
+        assert extra < 1e-3 * expected.Volume() and missing < 1e-3 * expected.Volume(), (
+            f"radius {radius}: your part has {extra:.0f} cubic units the expected part does not, and lacks "
+            f"{missing:.0f} it has (volume {volume:.0f}, expected {expected.Volume():.0f}). The bore is a circle of "
+            "this radius at (0, 0) of both sketches, the plate's and the boss's, cut with mode='s'; the rest of the "
+            "part is unchanged.")
+    print("check_through_bore: one solid, equal to the expected part for bore radius 15 and 8 ✓")
     return True
