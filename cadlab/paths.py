@@ -18,6 +18,7 @@ MINI_CADRECODE_DIR = WEIGHTS / "mini-cadrecode"
 MINI_CADRILLE_DIR = WEIGHTS / "mini-cadrille"
 AUTOCOMPLETE_LORA_DIR = WEIGHTS / "autocomplete-lora"
 WORKSHOP_PARTS_DIR = DATA / "parts"                         # hand-written part programs (notebook 07, evaluation)
+RETRIEVAL_LIBRARY = DATA / "retrieval_library.npz"          # training programs and their clouds (the retrieval baseline)
 
 
 def cache_dir() -> Path:

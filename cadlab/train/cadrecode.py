@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config
 
 from cadlab import arguments
+from cadlab.cad.baselines import RetrievalLibrary, bounding_box_program, load_library
 from cadlab.cad.cadrecode import END_TOKEN, POINT_TOKEN, START_TOKEN, CADRecode, load_cadrecode
 from cadlab.cad.part_sets import (
     CHUNK,
@@ -63,8 +64,10 @@ from cadlab.cad.part_sets import (
     train_data,
     workshop_parts,
 )
+from cadlab.cad.metrics import CD_SCALE
+from cadlab.cad.pointcloud import mesh_to_point_cloud
 from cadlab.cad.program_errors import program_errors
-from cadlab.cad.reconstruct import reconstruct
+from cadlab.cad.reconstruct import reconstruct, score_program
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import MINI_CADRECODE_DIR, cache_dir
 from cadlab.train import loop
@@ -422,45 +425,130 @@ def evaluate_set(model, tokenizer, truths, clouds=None, samples: int = 8, fit: b
     return {**result, "rows": rows}
 
 
+def evaluate_baselines(truths, clouds, library, names=None, progress: bool = True) -> dict:
+    """The two model-free reconstructions of ``cadlab.cad.baselines`` on every true solid, scored as
+    ``evaluate_set`` scores the model: ``bounding_box`` (the box spanning the cloud) and ``retrieval``
+    (the library's training program whose cloud is nearest to the input cloud)."""
+    rows = []
+    for i, truth in enumerate(tqdm(truths, desc="baselines", disable=not progress)):
+        cloud = clouds[i]
+        box = score_program(bounding_box_program(cloud), cloud, "bounding box")
+        seed, code, distance = library.nearest(cloud)[0]
+        retrieved = score_program(code, cloud, "retrieval")
+        rows.append({"name": None if names is None else names[i],
+                     "bounding_box": score_against_truth(box, truth), "retrieval": score_against_truth(retrieved, truth),
+                     "retrieved_seed": seed, "retrieval_cloud_cd_x1000": distance * CD_SCALE})
+    return {"library_programs": len(library),
+            **{stage: summarize_stage([r[stage] for r in rows]) for stage in ("bounding_box", "retrieval")},
+            "rows": rows}
+
+
+def evaluate_pool(model, tokenizer, truths, clouds, samples: int = 8, names=None, progress: bool = True) -> dict:
+    """Every program of the pool (greedy + ``samples`` - 1 sampled, as ``reconstruct`` draws them, no fit)
+    scored both against the input cloud (what a user has) and against the truth (what a benchmark has),
+    so that a summary can be counted either way (``count_pool``)."""
+    rows = []
+    for i, truth in enumerate(tqdm(truths, desc="pool vs truth", disable=not progress)):
+        rec = reconstruct(truth, model, tokenizer, samples=samples, fit=False, points=clouds[i])
+        rows.append({"name": None if names is None else names[i],
+                     "pool": [None if c.score is None else {"cloud_cd": c.score, **(score_against_truth(c, truth) or {})}
+                              for c in rec.candidates]})
+    return {"samples": samples, **count_pool(rows), "rows": rows}
+
+
+def count_pool(rows, ks=(1, 8)) -> dict:
+    """Mean IoU of the first k programs of each pool, counted two ways:
+
+    * ``by_cloud_invalid_as_0`` (the course): the program nearest to the input cloud is kept; a shape
+      with no valid program scores 0; the mean is over all shapes.
+    * ``by_truth_valid_only`` (the cadrille evaluation script): the program with the highest IoU
+      against the true solid is kept; shapes with no valid program are left out of the mean (their
+      share is reported as invalid)."""
+    out = {}
+    for k in ks:
+        by_cloud, by_truth = [], []
+        for row in rows:
+            valid = [c for c in row["pool"][:k] if c is not None and "iou" in c]
+            by_cloud.append(min(valid, key=lambda c: c["cloud_cd"])["iou"] if valid else 0.0)
+            if valid:
+                by_truth.append(max(c["iou"] for c in valid))
+        out[f"k{k}"] = {"by_cloud_invalid_as_0": float(np.mean(by_cloud)) if by_cloud else None,
+                        "by_truth_valid_only": float(np.mean(by_truth)) if by_truth else None,
+                        "invalid_ratio": 1 - len(by_truth) / len(rows) if rows else None}
+    return out
+
+
+EVAL_PARTS = ("model", "baselines", "pool")
+
+
 def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int | None = None, pipeline_shapes: int | None = None,
-             samples: int = 8, fit_seconds: float = 5.0, progress: bool = True) -> dict:
+             samples: int = 8, fit_seconds: float = 5.0, progress: bool = True, parts=EVAL_PARTS,
+             library_path=None) -> dict:
     """Held-out metrics into the log: (a) the synthetic held-out set, greedy on ``n_shapes`` (default
     all) and the whole pipeline (best of ``samples`` + fit) on the first ``pipeline_shapes``; (b) the
-    hand-written workshop parts, the same three stages. Every program runs in the sandbox."""
+    hand-written workshop parts, the same three stages. ``parts`` chooses what runs: ``model`` (a, b),
+    ``baselines`` (``evaluate_baselines`` on both sets) and ``pool`` (``evaluate_pool`` on both sets);
+    what is not run keeps its earlier entry in the log. Every program runs in the sandbox."""
     model, tokenizer = load_cadrecode(model_dir)
     test = held_out_set(progress=progress)
     n = len(test["codes"]) if n_shapes is None else min(n_shapes, len(test["codes"]))
     truths = [run_cadquery(code).mesh for code in test["codes"][:n]]
-    result = {"held_out_seeds": [TEST_START, TEST_START + TEST_SEEDS - 1], "torch_threads": torch.get_num_threads(),
-              "frame": "papers' frame: each solid by its own bounding box into a unit cube; Chamfer with 8192 "
-                       "surface samples each, squared distances, both directions summed, x1000"}
+    clouds, names = test["points"][:n], test["seeds"][:n]
+    parts_by_name = workshop_parts()
+    shop_truths = [run_cadquery(code).mesh for code in parts_by_name.values()]
+    shop_clouds = [mesh_to_point_cloud(mesh, n_points=256, seed=0) for mesh in shop_truths]   # reconstruct's input
     log_path = Path(model_dir) / "training_log.json"
+    result = (json.loads(log_path.read_text()) if log_path.exists() else {}).get("eval", {})
+    result.update({"held_out_seeds": [TEST_START, TEST_START + TEST_SEEDS - 1], "torch_threads": torch.get_num_threads(),
+                   "frame": "papers' frame: each solid by its own bounding box into a unit cube; Chamfer with 8192 "
+                            "surface samples each, squared distances, both directions summed, x1000"})
 
     def save_result():
         log = json.loads(log_path.read_text()) if log_path.exists() else {}
         log["eval"] = result
         log_path.write_text(json.dumps(log, indent=1))
 
-    result["held_out_greedy"] = evaluate_set(model, tokenizer, truths, test["points"][:n], samples=1, fit=False,
-                                             names=test["seeds"][:n], truth_codes=test["codes"][:n], progress=progress)
-    save_result()                                # greedy results are kept even if the rest is cut short
-    m = n if pipeline_shapes is None else min(pipeline_shapes, n)
-    if m:
-        result["held_out_pipeline"] = evaluate_set(model, tokenizer, truths[:m], test["points"][:m], samples=samples,
-                                                   fit=True, fit_seconds=fit_seconds, names=test["seeds"][:m],
-                                                   truth_codes=test["codes"][:m], progress=progress)
+    if "model" in parts:
+        result["held_out_greedy"] = evaluate_set(model, tokenizer, truths, clouds, samples=1, fit=False,
+                                                 names=names, truth_codes=test["codes"][:n], progress=progress)
+        save_result()                                # greedy results are kept even if the rest is cut short
+        m = n if pipeline_shapes is None else min(pipeline_shapes, n)
+        if m:
+            result["held_out_pipeline"] = evaluate_set(model, tokenizer, truths[:m], clouds[:m], samples=samples,
+                                                       fit=True, fit_seconds=fit_seconds, names=names[:m],
+                                                       truth_codes=test["codes"][:m], progress=progress)
+            save_result()
+        if parts_by_name:
+            result["workshop_parts"] = evaluate_set(model, tokenizer, shop_truths, samples=samples, fit=True,
+                                                    fit_seconds=fit_seconds, names=list(parts_by_name),
+                                                    progress=progress)
+            save_result()
+    if "baselines" in parts:
+        library = load_library(library_path) if library_path else load_library()
+        result["baselines"] = {"held_out": evaluate_baselines(truths, clouds, library, names, progress),
+                               "workshop_parts": evaluate_baselines(shop_truths, shop_clouds, library,
+                                                                    list(parts_by_name), progress)}
         save_result()
-    parts = workshop_parts()
-    if parts:
-        meshes = [run_cadquery(code).mesh for code in parts.values()]
-        result["workshop_parts"] = evaluate_set(model, tokenizer, meshes, samples=samples, fit=True,
-                                                fit_seconds=fit_seconds, names=list(parts), progress=progress)
+    if "pool" in parts:
+        result["pool"] = {"held_out": evaluate_pool(model, tokenizer, truths, clouds, samples, names, progress),
+                          "workshop_parts": evaluate_pool(model, tokenizer, shop_truths, shop_clouds, samples,
+                                                          list(parts_by_name), progress)}
         save_result()
     return result
 
 
+def build_library(path=None, max_chunks: int = 10_000, progress: bool = True) -> RetrievalLibrary:
+    """The retrieval baseline's library from the training programs in the cache (every cached chunk,
+    at most ``max_chunks``), written to ``path`` (default: the shipped file)."""
+    data = train_data(min_chunks=1, max_chunks=max_chunks, progress=progress)
+    library = RetrievalLibrary.from_data(data)
+    library.save(path) if path else library.save()
+    return library
+
+
 def print_eval(result: dict) -> None:
-    """One line per set and stage: mean IoU, median CD x1000, invalid ratio, time per shape."""
+    """One line per set and stage: mean IoU, median CD x1000, invalid ratio, time per shape; then the
+    baselines and the pool counted both ways, where the log has them."""
     for set_name in ("held_out_greedy", "held_out_pipeline", "workshop_parts"):
         if set_name not in result:
             continue
@@ -472,11 +560,28 @@ def print_eval(result: dict) -> None:
                       f"x1000 {st['median_cd_x1000']:.3f}, invalid {st['invalid_ratio']:.3f}")
         print(f"{set_name:18s} seconds per shape: median {r['seconds_per_shape']['median']:.2f}, "
               f"max {r['seconds_per_shape']['max']:.2f}")
+    for set_name, r in result.get("baselines", {}).items():
+        for stage in ("bounding_box", "retrieval"):
+            st = r[stage]
+            print(f"{set_name:18s} {stage:12s}: shapes {st['shapes']}, mean IoU {st['mean_iou']:.3f}, median CD "
+                  f"x1000 {st['median_cd_x1000']:.3f} (library: {r['library_programs']:,} training programs)")
+    for set_name, r in result.get("pool", {}).items():
+        for k, counted in r.items():
+            if k.startswith("k"):
+                print(f"{set_name:18s} first {k[1:]} of the pool: picked by cloud, invalid as 0 "
+                      f"{counted['by_cloud_invalid_as_0']:.3f}; picked by truth, valid only "
+                      f"{counted['by_truth_valid_only']:.3f} (invalid {counted['invalid_ratio']:.3f})")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab train-cadrecode", description=__doc__.split("\n")[0])
     parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out set")
+    parser.add_argument("--eval-only", nargs="+", choices=EVAL_PARTS, default=list(EVAL_PARTS), metavar="PART",
+                        help=f"--eval: run only these parts of the evaluation ({', '.join(EVAL_PARTS)}); the others "
+                             "keep their entries in the log")
+    parser.add_argument("--build-library", action="store_true",
+                        help="write the retrieval baseline's library (cadlab/data/retrieval_library.npz) from the "
+                             "training programs in the cache")
     parser.add_argument("--ablate", nargs="*", metavar="NAME", default=None,
                         help="train the ABLATIONS (all, or the NAMEs given) from scratch for --minutes each, "
                              "on the same --min-chunks chunks, and add the results to the shipped log")
@@ -498,7 +603,11 @@ def main(argv=None) -> int:
                                       ("config.json", "model.safetensors"), "cadlab train-cadrecode --out FOLDER")
         torch.set_num_threads(settings.threads or 1)
         print_eval(evaluate(out, n_shapes=args.shapes, pipeline_shapes=args.pipeline_shapes,
-                            samples=args.samples, fit_seconds=args.fit_seconds))
+                            samples=args.samples, fit_seconds=args.fit_seconds, parts=args.eval_only))
+        return 0
+    if args.build_library:
+        library = build_library(max_chunks=settings.max_chunks)
+        print(f"{len(library):,} training programs in the retrieval library")
         return 0
     if args.ablate is not None:             # each ablation has its folder under ABLATION_DIR
         unknown = [n for n in args.ablate if n not in ABLATIONS]
