@@ -93,3 +93,20 @@ def test_a_pool_is_counted_both_ways():
                              "invalid_ratio": pytest.approx(2 / 3)}
     assert counted["k3"] == {"by_cloud_invalid_as_0": pytest.approx((0.4 + 0 + 0.6) / 3),
                              "by_truth_valid_only": pytest.approx((0.9 + 0.6) / 2), "invalid_ratio": pytest.approx(1 / 3)}
+
+
+def test_the_fill_ratio_is_the_iou_with_the_bounding_box():
+    from cadlab.exercises.cadrecode import box_iou_parts
+    for name, part in box_iou_parts().items():
+        assert iou(part, part.bounding_box.to_mesh()) == pytest.approx(part.volume / np.prod(part.extents), abs=1e-6), name
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda mesh: mesh.volume / np.max(mesh.extents) ** 3, "cube of its longest side"),
+    (lambda mesh: np.prod(mesh.extents) / mesh.volume, "upside down"),
+    (lambda mesh: mesh.volume, "three side lengths"),
+])
+def test_the_box_iou_exercise_fails_plausible_wrong_answers(wrong, hint):
+    from cadlab.exercises.cadrecode import check_box_iou
+    with pytest.raises(AssertionError, match=hint):
+        check_box_iou(wrong)

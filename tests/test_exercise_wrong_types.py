@@ -117,6 +117,7 @@ REFERENCE = {
     "check_embed_prompt": lambda model, ids, mask, cloud: model.embed_prompt(ids, mask, cloud),
     "check_cached_greedy": cached_greedy,
     "check_to_grid": lambda points: np.rint(np.asarray(points) * 100).astype(int),
+    "check_box_iou": lambda mesh: mesh.volume / np.prod(mesh.extents),
     "check_insert_points": insert_points,
     "check_decode_positions": decode_positions,
     "check_reward": reward,
@@ -152,6 +153,8 @@ ACCEPTED = {
     "check_through_bore": {"the Solid": _then("check_through_bore", lambda w: w.val())},
     "check_cached_greedy": {"numpy array": _then("check_cached_greedy", lambda t: t.numpy()),
                             "nested list": _then("check_cached_greedy", lambda t: t.tolist())},
+    "check_box_iou": {"numpy float64": _then("check_box_iou", np.float64),
+                      "0-d tensor": _then("check_box_iou", lambda v: torch.tensor(float(v), dtype=torch.float64))},
     "check_to_grid": {"nested list": _then("check_to_grid", np.ndarray.tolist),
                       "torch tensor": _then("check_to_grid", torch.from_numpy)},
     "check_decode_positions": {"numpy array": _then("check_decode_positions", lambda t: t.numpy()),
@@ -343,6 +346,11 @@ SPECIFIC = {
                                   "shape (2, 265)"),
         "float ids": (T("check_cached_greedy", lambda t: t.float()), "float32 torch tensor"),
         "a list of steps": (T("check_cached_greedy", lambda t: list(t.T[:, :, None])), "returned a list of 8 items"),
+    },
+    "check_box_iou": {
+        "the two volumes": (lambda mesh: (mesh.volume, float(np.prod(mesh.extents))), "tuple of 2 items"),
+        "a one-element array": (lambda mesh: np.array([mesh.volume / np.prod(mesh.extents)]), "numpy array"),
+        "the box mesh": (lambda mesh: mesh.bounding_box, "Box"),
     },
     "check_to_grid": {
         "floats": (lambda points: np.asarray(points) * 100, "returned a float64 numpy array of shape (2, 3)"),

@@ -1,4 +1,5 @@
-"""Self-checks for the exercises of 07_cad_recode.ipynb (the prefill embedding, the cached loop, the grid).
+"""Self-checks for the exercises of 07_cad_recode.ipynb (the prefill embedding, the cached loop, the bounding-box
+baseline's IoU, the grid).
 
 The checks run the learner's function on a tiny random ``CADRecode`` (2 layers, width 64, a
 320-token vocabulary, fixed seed): the plumbing is the same as the mini model's, and it takes
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import trimesh
 from transformers import Qwen2Config
 
 from cadlab.cad.cadrecode import CADRecode
 from cadlab.cad.synth import to_grid
-from cadlab.exercises import attempted, case, exercise_check, expect_array, expect_tensor
+from cadlab.exercises import attempted, case, exercise_check, expect_array, expect_number, expect_tensor
 
 PAD, START = 2, 3          # the placeholder and start ids of the tiny vocabulary
 
@@ -88,6 +90,39 @@ def check_cached_greedy(fn) -> bool:
     assert len(calls) == 1, (f"the point encoder ran {len(calls)} times for {steps} tokens; with a cache it must run "
                              "once, on the prefill (pass point_cloud only on the first call).")
     print(f"check_cached_greedy: same {steps} tokens as generate, point encoder called once ✓")
+    return True
+
+
+def box_iou_parts() -> dict:
+    """Three closed meshes whose bounding boxes they fill to different degrees: name -> trimesh."""
+    foot = trimesh.creation.box(extents=(2.0, 1.0, 0.6), transform=trimesh.transformations.translation_matrix((0, -0.5, 0)))
+    leg = trimesh.creation.box(extents=(1.0, 1.0, 0.6), transform=trimesh.transformations.translation_matrix((-0.5, 0.5, 0)))
+    plate = trimesh.creation.box(extents=(3.0, 2.0, 0.4))
+    hole = trimesh.creation.cylinder(radius=0.5, height=1.0, sections=64)
+    return {"an L-shaped block": trimesh.boolean.union([foot, leg], engine="manifold"),
+            "a plate with a hole": trimesh.boolean.difference([plate, hole], engine="manifold"),
+            "a cylinder": trimesh.creation.cylinder(radius=1.0, height=0.5, sections=64)}
+
+
+@exercise_check
+def check_box_iou(fn) -> bool:
+    """``fn(mesh)`` -> the IoU of a closed mesh with its own axis-aligned bounding box, a number: the part lies
+    inside its box, so the intersection is the part and the union is the box: vol(mesh) / vol(box)."""
+    parts = box_iou_parts()
+    if not attempted(fn, parts["an L-shaped block"].copy()):
+        return False
+    for name, mesh in parts.items():
+        with case(name):
+            got = expect_number(fn(mesh.copy()), "the IoU, a number between 0 and 1")
+        expected = float(mesh.volume / np.prod(mesh.extents))
+        if abs(got - expected) > 1e-6:
+            hint = "The box is the bounding box, with the part's own three side lengths (mesh.extents)."
+            if abs(got - mesh.volume / np.max(mesh.extents) ** 3) < 1e-6:
+                hint = "That is the part's volume over a cube of its longest side; its bounding box has three sides."
+            elif abs(got - np.prod(mesh.extents) / mesh.volume) < 1e-6:
+                hint = "That is the ratio upside down: the union (the box) is the larger volume."
+            raise AssertionError(f"{name}: your function returned {got:.4f}, expected {expected:.4f}. {hint}")
+    print("check_box_iou: an L-block fills 0.75 of its box, a plate with a hole and a cylinder less than 1 ✓")
     return True
 
 
