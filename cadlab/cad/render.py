@@ -216,14 +216,14 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     prop = actor.GetProperty()
     prop.SetColor(*to_rgb(colour))
     prop.SetInterpolationToFlat()
-    prop.SetAmbient(0.3)
-    prop.SetDiffuse(0.75)
+    prop.SetAmbient(0.4)
+    prop.SetDiffuse(0.7)
     renderer = vtk.vtkRenderer()
     renderer.SetBackground(1.0, 1.0, 1.0)
     renderer.AddActor(actor)
     big = size * supersample
     if edges:
-        renderer.AddActor(_edge_actor(part.vertices, feature_edges(part), width=1.2 * supersample))
+        renderer.AddActor(_edge_actor(part.vertices, feature_edges(part), width=1.5 * supersample))
     light = vtk.vtkLight()                      # from above left of the camera: the faces of a box differ
     light.SetLightTypeToCameraLight()
     light.SetPosition(-0.5, 0.8, 1.0)
