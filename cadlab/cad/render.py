@@ -166,6 +166,7 @@ def render_views(mesh, normalize: bool = True, view_size: int = VIEW_SIZE, borde
 PART_COLOUR = "#8fb8de"
 FEATURE_ANGLE = 30.0         # degrees: an edge between faces bent more than this is drawn as a line
 EDGE_COLOUR = (0.15, 0.15, 0.18)
+PART_VIEW_ANGLE = 25.0       # degrees: a narrow view, so that perspective does not taper a straight part
 
 
 def feature_edges(mesh, angle: float = FEATURE_ANGLE) -> np.ndarray:
@@ -200,8 +201,9 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
                 crop: bool = True, supersample: int = 2) -> np.ndarray:
     """A clean picture of ``mesh`` as an (H, W, 3) uint8 array (H, W <= ``size``): flat-shaded faces (each
     face one shade, so a flat plate stays flat), its sharp and boundary edges as thin dark lines, a white
-    background. The mesh is normalized into the unit cube, seen from ``direction`` with z up, the camera
-    at the distance where its bounding sphere fills the view; ``crop`` trims the empty margin."""
+    background. The mesh is normalized into the unit cube and seen from ``direction`` (z up) through a narrow
+    25-degree view, from a little further than where its bounding sphere fills the view; ``crop`` trims the
+    empty margin. ``supersample``: rendered that many times larger, then shrunk (smooth edges and lines)."""
     from matplotlib.colors import to_rgb
 
     part = unit_cube_mesh(mesh)
@@ -235,9 +237,9 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     up = (0.0, 0.0, 1.0) if abs(unit[2]) < 0.99 else (0.0, 1.0, 0.0)
     camera = renderer.GetActiveCamera()
     camera.SetFocalPoint(*centre)
-    camera.SetPosition(*(centre + radius / np.sin(np.radians(VIEW_ANGLE / 2)) * unit))
+    camera.SetPosition(*(centre + 1.08 * radius / np.sin(np.radians(PART_VIEW_ANGLE / 2)) * unit))  # a margin
     camera.SetViewUp(*up)
-    camera.SetViewAngle(VIEW_ANGLE)
+    camera.SetViewAngle(PART_VIEW_ANGLE)
     renderer.ResetCameraClippingRange()
     window = _render_window(big)
     window.AddRenderer(renderer)
