@@ -218,19 +218,23 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     prop = actor.GetProperty()
     prop.SetColor(*to_rgb(colour))
     prop.SetInterpolationToFlat()
-    prop.SetAmbient(0.4)
-    prop.SetDiffuse(0.7)
+    prop.SetAmbient(0.22)
+    prop.SetDiffuse(0.85)
     renderer = vtk.vtkRenderer()
     renderer.SetBackground(1.0, 1.0, 1.0)
     renderer.AddActor(actor)
     big = size * supersample
     if edges:
         renderer.AddActor(_edge_actor(part.vertices, feature_edges(part), width=1.5 * supersample))
-    light = vtk.vtkLight()                      # from above left of the camera: the faces of a box differ
-    light.SetLightTypeToCameraLight()
-    light.SetPosition(-0.5, 0.8, 1.0)
-    light.SetFocalPoint(0.0, 0.0, 0.0)
-    renderer.AddLight(light)
+    # a key light above left of the camera (so the faces of a box differ) and a weaker one at the camera
+    # (so that no face turned towards the viewer falls dark)
+    for position, intensity in (((-0.5, 0.8, 1.0), 0.8), ((0.0, 0.0, 1.0), 0.35)):
+        light = vtk.vtkLight()
+        light.SetLightTypeToCameraLight()
+        light.SetPosition(*position)
+        light.SetFocalPoint(0.0, 0.0, 0.0)
+        light.SetIntensity(intensity)
+        renderer.AddLight(light)
     low, high = part.bounds
     centre, radius = (low + high) / 2, float(np.linalg.norm(high - low)) / 2
     unit = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
