@@ -71,7 +71,7 @@ def _camera(scene: trimesh.Scene, aspect: float, direction=(0.0, -1.0, 0.8)) -> 
     xfov = np.degrees(2 * np.arctan(np.tan(np.radians(yfov / 2)) * aspect))
     scene.camera.fov = (xfov, yfov)
     scene.camera_transform = trimesh.scene.cameras.look_at(trimesh.bounds.corners(scene.bounds), (xfov, yfov),
-                                                           rotation=rotation, pad=1.02)
+                                                           rotation=rotation, pad=1.1)
 
 
 def view(*items, titles=None, colors=None, height: int = 360, width=None) -> HTML:
