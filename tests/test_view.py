@@ -57,6 +57,7 @@ def test_several_items_make_exactly_one_viewer(box):
 
 @pytest.mark.parametrize("bad, words", [
     ("a string", "pass trimesh.Trimesh meshes or (N, 3)"),
+    (None, "is a NoneType"),
     (np.zeros((10, 2)), "(N, 3) array"),
     (np.zeros((0, 3)), "N >= 1"),
     (np.array([[0.0, 0.0, np.nan], [1.0, 1.0, 1.0]]), "NaN"),
@@ -67,11 +68,21 @@ def test_bad_items_say_what_to_pass(bad, words):
         view(bad)
 
 
+def test_clouds_as_tensors_lists_and_point_clouds(box):
+    import torch
+
+    points = box.sample(20)
+    for cloud in (torch.from_numpy(points), points.tolist(), trimesh.PointCloud(points)):
+        assert len(_glb(_page(view(cloud, colors=["orange"]))).geometry) == 1
+
+
 def test_titles_and_colours_one_per_item(box):
     with pytest.raises(ValueError, match="one title per item"):
         view(box, box, titles=["only one"])
     with pytest.raises(ValueError, match="one colour per item"):
         view(box, colors=["#ff0000", "#00ff00"])
+    with pytest.raises(ValueError, match="not a colour"):
+        view(box, colors=["#12345"])
     with pytest.raises(ValueError, match="nothing to show"):
         view()
     assert "&lt;b&gt;" in view(box, titles=["<b>"]).data          # titles are text, not markup

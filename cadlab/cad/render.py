@@ -264,5 +264,6 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
         rows, cols = np.nonzero((picture < 250).any(axis=-1))
         if len(rows):
             pad = max(2, size // 40)
-            picture = picture[max(rows.min() - pad, 0):rows.max() + pad + 1, max(cols.min() - pad, 0):cols.max() + pad + 1]
+            picture = picture[max(rows.min() - pad, 0):rows.max() + pad + 1,
+                              max(cols.min() - pad, 0):cols.max() + pad + 1]
     return np.ascontiguousarray(picture)

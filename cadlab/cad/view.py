@@ -37,16 +37,16 @@ def _item(item, index: int) -> tuple[trimesh.Trimesh, bool]:
             raise ValueError(f"{where} is an empty mesh or has non-finite vertices; pass a solid with faces "
                              "(e.g. the .mesh of a built solid).")
         vertices, cloud = np.asarray(item.vertices, dtype=float), False
-    elif isinstance(item, np.ndarray | list | tuple):
-        vertices, cloud = np.asarray(item, dtype=float), True
+    elif isinstance(item, trimesh.PointCloud | list | tuple) or hasattr(item, "__array__"):   # numpy, torch
+        vertices, cloud = np.asarray(getattr(item, "vertices", item), dtype=float), True
         if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) == 0:
             raise ValueError(f"{where} has shape {vertices.shape}; a point cloud must be an (N, 3) array "
                              "with N >= 1 (x, y, z per row).")
         if not np.isfinite(vertices).all():
             raise ValueError(f"{where} has NaN or infinite coordinates; drop those rows before viewing.")
     else:
-        raise ValueError(f"{where} is a {type(item).__name__}; pass trimesh.Trimesh meshes or (N, 3) numpy "
-                         "arrays of points.")
+        raise ValueError(f"{where} is a {type(item).__name__}; pass trimesh.Trimesh meshes or (N, 3) arrays "
+                         "of points.")
     low, high = vertices.min(axis=0), vertices.max(axis=0)
     extent = float(np.max(high - low))
     scale = 2.0 / extent if extent > 0 else 1.0
@@ -74,10 +74,13 @@ def _camera(scene: trimesh.Scene, aspect: float, direction=(0.0, -1.0, 0.8)) -> 
                                                            rotation=rotation, pad=1.1)
 
 
-def view(*items, titles=None, colors=None, height: int = 360, width=None) -> HTML:
+def view(*items, titles=None, colors=None, height: int = 360, width: int | None = None) -> HTML:
     """One rotatable viewer with ``items`` (trimesh meshes and (N, 3) point clouds) side by side, left to
-    right; ``titles`` (one per item) are written under it. ``colors``: one CSS hex colour per item (default:
-    points blue, the first mesh orange as a prediction, further meshes light blue as the truth)."""
+    right; ``titles`` (one per item) are written under it. ``colors``: one matplotlib colour per item (default:
+    points blue, the first mesh orange as a prediction, further meshes light blue as the truth). ``width``
+    (px): the viewer's width, else the cell's."""
+    from matplotlib.colors import to_rgb
+
     if not items:
         raise ValueError("view: nothing to show; pass meshes and/or (N, 3) point clouds, e.g. view(points, mesh).")
     titles = list(titles) if titles is not None else [""] * len(items)
@@ -92,10 +95,13 @@ def view(*items, titles=None, colors=None, height: int = 360, width=None) -> HTM
     scene = trimesh.Scene()
     for k, ((mesh, _), color) in enumerate(zip(shapes, colors)):
         mesh.apply_translation((k * (2.0 + GAP), 0.0, 0.0))
-        rgba = trimesh.visual.color.hex_to_rgba(color)
+        try:
+            rgb = np.array(to_rgb(color))
+        except ValueError:
+            raise ValueError(f"view: colour {color!r} of item {k} is not a colour; pass e.g. '#f4b183' or "
+                             "'orange'.") from None
         # the viewer's one light (at the camera, 1.75 strong) would wash a face facing it out to white: the base
         # colour is dimmed, and a little emission keeps the faces turned away from the light readable
-        rgb = rgba[:3] / 255
         mesh.visual = trimesh.visual.TextureVisuals(material=trimesh.visual.material.PBRMaterial(
             baseColorFactor=np.append(0.6 * rgb, 1.0), emissiveFactor=0.25 * rgb, metallicFactor=0.0,
             roughnessFactor=1.0))
@@ -104,8 +110,8 @@ def view(*items, titles=None, colors=None, height: int = 360, width=None) -> HTM
     from trimesh.viewer.notebook import scene_to_html
 
     page = scene_to_html(scene, escape_quotes=True)
-    size = f'width="{width}px"' if width else 'width="100%"'
+    size, row = (f'width="{width}px"', f"width:{width}px;") if width else ('width="100%"', "")
     labels = "".join(f'<div style="flex:1;text-align:center">{html.escape(str(t))}</div>' for t in titles)
     return HTML(f'<div><iframe srcdoc="{page}" {size} height="{height}px" style="border:none;"></iframe>'
-                f'<div style="display:flex;font:13px sans-serif;color:#333;{"width:" + str(width) + "px" if width else ""}">'
+                f'<div style="display:flex;font:13px sans-serif;color:#333;{row}">'
                 f'{labels}</div></div>')
