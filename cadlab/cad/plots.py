@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from cadlab.cad.render import render_part
-
 # matplotlib's default 3-D view (elevation 30 degrees, azimuth -60), as a direction towards the camera
 MPL_VIEW = (np.cos(np.radians(-60)) * np.cos(np.radians(30)), np.sin(np.radians(-60)) * np.cos(np.radians(30)),
             np.sin(np.radians(30)))
@@ -21,6 +19,8 @@ def draw_mesh(ax, mesh, title: str = "", color: str = "#8fb8de", direction=MPL_V
     """A trimesh as a ``render_part`` picture on a 2-D matplotlib axis (no axes), seen from ``direction``
     (default: the direction matplotlib's 3-D axes look from). A 3-D axis is replaced by a 2-D one in the
     same place. Returns the axis drawn on."""
+    from cadlab.cad.render import render_part        # deferred: VTK loads only when a solid is drawn
+
     if getattr(ax, "name", "") == "3d":
         fig, spec = ax.figure, ax.get_subplotspec()
         ax.remove()
