@@ -124,3 +124,18 @@ def test_draw_mesh_puts_a_picture_on_a_2d_axis(plate_with_hole):
     ax = draw_mesh(ax3d, plate_with_hole, "plate")
     assert ax.name == "rectilinear" and ax.get_subplotspec().colspan == ax3d.get_subplotspec().colspan
     assert len(fig.axes) == 1 and len(ax.images) == 1 and ax.get_title() == "plate"
+
+
+def test_the_reconstruct_preview_draws_the_solid_as_a_picture(plate_with_hole, tmp_path):
+    from PIL import Image
+
+    from cadlab.cad.plots import save_preview
+
+    points = plate_with_hole.sample(256)
+    for name, prediction in (("solid.png", plate_with_hole), ("none.png", None)):
+        save_preview(tmp_path / name, points, prediction)
+        picture = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+        assert picture.shape == (400, 800, 3)
+    solid, none = (np.asarray(Image.open(tmp_path / n).convert("RGB")).astype(int) for n in ("solid.png", "none.png"))
+    right = (solid[:, 400:] < 200).any(axis=-1).mean()
+    assert right > 0.2 and (none[:, 400:] < 200).any(axis=-1).mean() < 0.02   # a filled part, or just "no valid solid"
