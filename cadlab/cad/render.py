@@ -218,7 +218,7 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     prop = actor.GetProperty()
     prop.SetColor(*to_rgb(colour))
     prop.SetInterpolationToFlat()
-    prop.SetAmbient(0.22)
+    prop.SetAmbient(0.25)
     prop.SetDiffuse(0.85)
     renderer = vtk.vtkRenderer()
     renderer.SetBackground(1.0, 1.0, 1.0)
@@ -226,9 +226,9 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     big = size * supersample
     if edges:
         renderer.AddActor(_edge_actor(part.vertices, feature_edges(part), width=1.5 * supersample))
-    # a key light above left of the camera (so the faces of a box differ) and a weaker one at the camera
-    # (so that no face turned towards the viewer falls dark)
-    for position, intensity in (((-0.5, 0.8, 1.0), 0.8), ((0.0, 0.0, 1.0), 0.35)):
+    # a key light above left of the camera (so the faces of a box differ), a weaker one on the right and one
+    # at the camera (so that no face turned towards the viewer falls dark)
+    for position, intensity in (((-0.5, 0.8, 1.0), 0.6), ((0.8, 0.3, 1.0), 0.15), ((0.0, 0.0, 1.0), 0.3)):
         light = vtk.vtkLight()
         light.SetLightTypeToCameraLight()
         light.SetPosition(*position)
