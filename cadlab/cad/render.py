@@ -38,6 +38,7 @@ import os
 import sys
 
 import numpy as np
+import trimesh
 import vtk
 from PIL import Image
 from vtk.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray, vtk_to_numpy
@@ -156,3 +157,113 @@ def render_views(mesh, normalize: bool = True, view_size: int = VIEW_SIZE, borde
     views = [Image.fromarray(a).resize((view_size, view_size), Image.Resampling.LANCZOS)
              for a in render_view_arrays(mesh)]
     return tile_views(views, border=border)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The course's pictures of a part (not Cadrille's input): flat faces, sharp edges drawn, white background
+# --------------------------------------------------------------------------------------------------------
+
+PART_COLOUR = "#8fb8de"
+FEATURE_ANGLE = 30.0         # degrees: an edge between faces bent more than this is drawn as a line
+EDGE_COLOUR = (0.15, 0.15, 0.18)
+PART_VIEW_ANGLE = 25.0       # degrees: a narrow view, so that perspective does not taper a straight part
+
+
+def feature_edges(mesh, angle: float = FEATURE_ANGLE) -> np.ndarray:
+    """(E, 2) vertex indices of ``mesh``'s sharp edges (faces meeting at more than ``angle`` degrees) and its
+    boundary edges (edges of one face only). ``mesh`` must have merged vertices, or every edge is a boundary."""
+    sharp = mesh.face_adjacency_edges[mesh.face_adjacency_angles > np.radians(angle)]
+    edges = mesh.edges_sorted
+    boundary = edges[trimesh.grouping.group_rows(edges, require_count=1)]
+    return np.concatenate([sharp, boundary]).reshape(-1, 2)
+
+
+def _edge_actor(vertices, edges, width: float):
+    points = vtk.vtkPoints()
+    points.SetData(numpy_to_vtk(np.ascontiguousarray(vertices, dtype=np.float64), deep=True))
+    lines = vtk.vtkCellArray()
+    lines.SetData(numpy_to_vtkIdTypeArray(np.arange(0, 2 * len(edges) + 1, 2, dtype=np.int64), deep=True),
+                  numpy_to_vtkIdTypeArray(np.ascontiguousarray(edges, dtype=np.int64).reshape(-1), deep=True))
+    data = vtk.vtkPolyData()
+    data.SetPoints(points)
+    data.SetLines(lines)
+    mapper = vtk.vtkPolyDataMapper()
+    mapper.SetInputData(data)
+    actor = vtk.vtkActor()
+    actor.SetMapper(mapper)
+    actor.GetProperty().SetColor(*EDGE_COLOUR)
+    actor.GetProperty().SetLineWidth(width)
+    actor.GetProperty().LightingOff()
+    return actor
+
+
+def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR, edges: bool = True,
+                crop: bool = True, supersample: int = 2) -> np.ndarray:
+    """A clean picture of ``mesh`` as an (H, W, 3) uint8 array (H, W <= ``size``): flat-shaded faces (each
+    face one shade, so a flat plate stays flat), its sharp and boundary edges as thin dark lines, a white
+    background. The mesh is normalized into the unit cube and seen from ``direction`` (z up) through a narrow
+    25-degree view, from a little further than where its bounding sphere fills the view; ``crop`` trims the
+    empty margin. ``supersample``: rendered that many times larger, then shrunk (smooth edges and lines)."""
+    from matplotlib.colors import to_rgb
+
+    part = unit_cube_mesh(mesh)
+    part.merge_vertices()                       # shared vertices: so edges know both of their faces
+    data = _polydata(part)
+    data.GetPointData().SetNormals(None)        # no vertex normals: VTK shades each face by its own normal
+    mapper = vtk.vtkPolyDataMapper()
+    mapper.SetInputData(data)
+    mapper.SetResolveCoincidentTopologyToPolygonOffset()   # the edge lines stay in front of their faces
+    actor = vtk.vtkActor()
+    actor.SetMapper(mapper)
+    prop = actor.GetProperty()
+    prop.SetColor(*to_rgb(colour))
+    prop.SetInterpolationToFlat()
+    prop.SetAmbient(0.25)
+    prop.SetDiffuse(0.85)
+    renderer = vtk.vtkRenderer()
+    renderer.SetBackground(1.0, 1.0, 1.0)
+    renderer.AddActor(actor)
+    big = size * supersample
+    if edges:
+        renderer.AddActor(_edge_actor(part.vertices, feature_edges(part), width=1.5 * supersample))
+    # a key light above left of the camera (so the faces of a box differ), a weaker one on the right and one
+    # at the camera (so that no face turned towards the viewer falls dark)
+    for position, intensity in (((-0.5, 0.8, 1.0), 0.6), ((0.8, 0.3, 1.0), 0.15), ((0.0, 0.0, 1.0), 0.3)):
+        light = vtk.vtkLight()
+        light.SetLightTypeToCameraLight()
+        light.SetPosition(*position)
+        light.SetFocalPoint(0.0, 0.0, 0.0)
+        light.SetIntensity(intensity)
+        renderer.AddLight(light)
+    low, high = part.bounds
+    centre, radius = (low + high) / 2, float(np.linalg.norm(high - low)) / 2
+    unit = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+    up = (0.0, 0.0, 1.0) if abs(unit[2]) < 0.99 else (0.0, 1.0, 0.0)
+    camera = renderer.GetActiveCamera()
+    camera.SetFocalPoint(*centre)
+    camera.SetPosition(*(centre + 1.08 * radius / np.sin(np.radians(PART_VIEW_ANGLE / 2)) * unit))  # a margin
+    camera.SetViewUp(*up)
+    camera.SetViewAngle(PART_VIEW_ANGLE)
+    renderer.ResetCameraClippingRange()
+    window = _render_window(big)
+    window.AddRenderer(renderer)
+    try:
+        window.Render()
+        grab = vtk.vtkWindowToImageFilter()
+        grab.SetInput(window)
+        grab.SetInputBufferTypeToRGB()
+        grab.ReadFrontBufferOff()
+        grab.Update()
+        image = grab.GetOutput()
+        width, height, _ = image.GetDimensions()
+        pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[::-1, :, :3]
+    finally:
+        window.Finalize()
+    picture = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((size, size), Image.Resampling.LANCZOS))
+    if crop:
+        rows, cols = np.nonzero((picture < 250).any(axis=-1))
+        if len(rows):
+            pad = max(2, size // 40)
+            picture = picture[max(rows.min() - pad, 0):rows.max() + pad + 1,
+                              max(cols.min() - pad, 0):cols.max() + pad + 1]
+    return np.ascontiguousarray(picture)
