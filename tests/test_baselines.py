@@ -59,9 +59,11 @@ def test_retrieval_finds_a_library_cloud_itself_and_survives_a_save(tmp_path):
     seed, code, distance = library.nearest(library.clouds[13])[0]
     assert (seed, code, distance) == (13, "program 13", pytest.approx(0.0, abs=1e-6))   # float32 round-off
     assert [s for s, _, _ in library.nearest(library.clouds[4], k=3)][0] == 4
-    library.save(tmp_path / "lib.npz")
+    library.save(tmp_path / "lib.npz", n_points=64)
     loaded = load_library(tmp_path / "lib.npz")
     assert np.abs(loaded.clouds - library.clouds).max() <= 1 / 255 + 1e-6
+    library.save(tmp_path / "short.npz", n_points=16)
+    assert load_library(tmp_path / "short.npz").clouds.shape == (20, 16, 3)
     assert loaded.codes.tolist() == library.codes.tolist() and loaded.seeds.tolist() == library.seeds.tolist()
     assert loaded.nearest(library.clouds[13])[0][0] == 13
 
@@ -75,10 +77,19 @@ def test_the_shipped_library_holds_training_programs_only():
     library = load_library(LIBRARY_PATH)
     assert len(library) > 1000
     assert library.seeds.min() >= 0 and library.seeds.max() < TEST_START
-    assert library.clouds.shape[1:] == (256, 3)
+    assert library.clouds.shape[1:] == (128, 3)
     from cadlab.cad.synth import normalized_program
     for i in (0, len(library) // 2, len(library) - 1):
         assert normalized_program(int(library.seeds[i]))[0] == library.codes[i]
+
+
+def test_the_shortlist_finds_what_the_exhaustive_search_finds():
+    from cadlab.cad.part_sets import held_out_set
+    library, clouds = load_library(LIBRARY_PATH), held_out_set(progress=False)["points"]
+    for cloud in clouds[::40]:
+        fast, full = library.nearest(cloud, k=3), library.nearest(cloud, k=3, shortlist=None)
+        assert [seed for seed, _, _ in fast] == [seed for seed, _, _ in full]
+        assert [d for _, _, d in fast] == pytest.approx([d for _, _, d in full], rel=1e-5)
 
 
 def test_a_pool_is_counted_both_ways():
