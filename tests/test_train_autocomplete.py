@@ -161,3 +161,21 @@ def test_stop_decisions_count_every_extrude_and_read_the_two_tokens(tokenizer):
 
     always = ta.stop_decisions(AlwaysClose(), tokenizer, seeds)
     assert always["close"]["right"] == 1.0 and always["continue"]["right"] == 0.0
+
+
+def test_the_kept_only_baseline_scores_the_truncated_part_as_it_is():
+    from cadlab.cad import deepcad
+    from cadlab.cad.metrics import iou as volume_iou
+    from cadlab.train.autocomplete import HELD_OUT_START, kept_only_table
+
+    seeds = [HELD_OUT_START, HELD_OUT_START + 1]
+    table = kept_only_table(seeds, fractions=(0.5,))
+    assert len(table["rows"]) == 2 and set(table["by_fraction"]) == {"0.5"}
+    for row in table["rows"]:
+        _, full = deepcad.sample_sequence(row["seed"])
+        assert row["parsed"] and row["valid"] and row["completion"] == deepcad.CLOSE
+        truncated = deepcad.build_solid(deepcad.truncate(full, row["kept"]))[0].mesh
+        whole = deepcad.build_solid(full)[0].mesh
+        assert row["iou"] == pytest.approx(volume_iou(whole, truncated, normalize=False), abs=1e-6)
+        assert 0 < row["iou"] < 1                   # kept < all operations: something is missing
+    assert table["by_fraction"]["0.5"]["mean_iou"] == pytest.approx(sum(r["iou"] for r in table["rows"]) / 2)

@@ -27,6 +27,8 @@ Evaluation (``completion_table``, and ``evaluate`` for the shipped adapter): for
 writes the rest (greedy, or sampled at temperature 0.7 / top-p 0.9 after ``torch.manual_seed``);
 the kept text + the completion must pass ``json.loads`` (parse rate), build a solid through the
 sandbox (valid rate), and the solid is compared with the full part's by volume IoU, in place.
+``kept_only_table`` scores the baseline that writes nothing: the kept operations closed as they are. A
+completion helps only where it scores above it.
 """
 
 from __future__ import annotations
@@ -398,6 +400,25 @@ def completion_table(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("g
     return table
 
 
+def kept_only_table(seeds, fractions=FRACTIONS) -> dict:
+    """The baseline that writes nothing: at each kept fraction, the kept text closed at once (``deepcad.CLOSE``:
+    no further operation), scored as ``completion_table`` scores a completion (parse, valid solid, IoU with
+    the full part). Keeping k of n operations as they are already scores IoU(part after k, full part)."""
+    rows = []
+    for s in seeds:
+        _, full = deepcad.sample_sequence(s)
+        mesh = deepcad.build_solid(full, timeout=30)[0].mesh
+        for f in fractions:
+            kept = kept_for(len(full["sequence"]), f)
+            rows.append({"seed": s, "family": deepcad.family_of(s), "fraction": f, "kept": kept,
+                         "ops": len(full["sequence"]), "completion": deepcad.CLOSE}
+                        | score_completion(full, kept, deepcad.CLOSE, mesh))
+    families = sorted({r["family"] for r in rows})
+    return {"seeds": list(seeds), "fractions": list(fractions),
+            "by_fraction": {str(f): summarize([r for r in rows if r["fraction"] == f]) for f in fractions},
+            "by_family": {fam: summarize([r for r in rows if r["family"] == fam]) for fam in families}, "rows": rows}
+
+
 @torch.no_grad()
 def loss_by_kind(model, tokenizer, seeds) -> dict:
     """Held-out weighted loss (as in training) split by the kind of token predicted: ``digits`` (the
@@ -441,6 +462,10 @@ def stop_decisions(model, tokenizer, seeds) -> dict:
 
 
 def print_table(result: dict) -> None:
+    if result.get("kept_only"):
+        for f, s in result["kept_only"]["by_fraction"].items():
+            print(f"kept only            kept={f:4s}: parse {s['parse_rate']:.2f}, valid {s['valid_rate']:.2f}, "
+                  f"mean IoU {s['mean_iou']:.3f} (n={s['n']})")
     for name in ("base", "fine_tuned"):
         for decoding in ("greedy", "sampled"):
             block = result.get(name, {}).get(decoding)
@@ -451,16 +476,30 @@ def print_table(result: dict) -> None:
                       f"mean IoU {s['mean_iou']:.3f} (n={s['n']})")
 
 
-def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned"),
+def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned", "kept_only"),
              batch_size: int = 1, progress: bool = True) -> dict:
-    """``completion_table`` of the base model and the shipped adapter on ``parts`` held-out parts; the table
-    goes into ``training_log.json`` under ``eval`` (written after each decoding of each model)."""
+    """The held-out evaluation on ``parts`` held-out parts, into ``training_log.json`` under ``eval``:
+    ``kept_only`` (``kept_only_table``, the baseline; seconds), and the ``completion_table`` of the base
+    model and of the shipped adapter (written after each decoding of each model), with their losses by
+    token kind and their stop decisions. What ``which`` leaves out keeps its earlier entry in the log."""
     path = Path(out_dir) / "training_log.json"
+    models = [name for name in which if name != "kept_only"]
     base_model, tokenizer = load_base()
     seeds = held_out_seeds(parts, tokenizer, TrainSettings().max_seq_length)
     log = json.loads(path.read_text()) if path.exists() else {}
     result = log.get("eval") or {}
     result.update(parts=parts, torch_threads=torch.get_num_threads(), held_out_start=HELD_OUT_START)
+
+    def save(name, table):                   # after each decoding: an interrupted --eval keeps what it did
+        result[name] = table
+        log = json.loads(path.read_text()) if path.exists() else {}
+        log["eval"] = result
+        path.write_text(json.dumps(log, indent=1))
+
+    if "kept_only" in which:
+        save("kept_only", kept_only_table(seeds))
+    if not models:
+        return result
     kinds = result.setdefault("loss_by_kind", {})
     kinds["base"] = loss_by_kind(base_model, tokenizer, seeds)
     tuned = None
@@ -470,14 +509,7 @@ def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_
         result["adapter_step"] = log["train"][-1]["step"] if log.get("train") else None
     result["stop_decisions"] = {"base": stop_decisions(base_model, tokenizer, seeds)} | (
         {"fine_tuned": stop_decisions(tuned, tokenizer, seeds)} if tuned is not None else {})
-
-    def save(name, table):                   # after each decoding: an interrupted --eval keeps what it did
-        result[name] = table
-        log = json.loads(path.read_text()) if path.exists() else {}
-        log["eval"] = result
-        path.write_text(json.dumps(log, indent=1))
-
-    for name in which:
+    for name in models:
         model = base_model if name == "base" else tuned
         save(name, completion_table(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress,
                             on_decoding=lambda table, name=name: save(name, dict(table))))
@@ -487,8 +519,9 @@ def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab train-autocomplete", description=__doc__.split("\n")[0])
     parser.add_argument("--eval", action="store_true", help="held-out table of the base model and the shipped adapter")
-    parser.add_argument("--which", nargs="+", choices=["base", "fine_tuned"], default=["base", "fine_tuned"],
-                        help="--eval: base and/or fine_tuned")
+    parser.add_argument("--which", nargs="+", choices=["base", "fine_tuned", "kept_only"],
+                        default=["base", "fine_tuned", "kept_only"],
+                        help="--eval: the base model, the fine-tuned one and/or the kept-only baseline")
     parser.add_argument("--parts", type=arguments.positive_int, default=16, help="--eval: held-out parts")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped adapter is written")
