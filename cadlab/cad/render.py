@@ -92,6 +92,19 @@ def _render_window(size: int):
     return window
 
 
+def _grab_rgb(window) -> np.ndarray:
+    """The rendered window as an (H, W, 3) uint8 array, top row first (VTK's rows start at the bottom)."""
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    grab.SetInputBufferTypeToRGB()
+    grab.ReadFrontBufferOff()
+    grab.Update()
+    image = grab.GetOutput()
+    width, height, _ = image.GetDimensions()
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[::-1, :, :3]
+    return np.ascontiguousarray(pixels)
+
+
 def _polydata(mesh):
     points = vtk.vtkPoints()
     points.SetData(numpy_to_vtk(np.ascontiguousarray(mesh.vertices, dtype=np.float64), deep=True))
@@ -136,15 +149,7 @@ def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW) -> list[
             camera.SetViewAngle(VIEW_ANGLE)
             renderer.ResetCameraClippingRange()
             window.Render()
-            grab = vtk.vtkWindowToImageFilter()
-            grab.SetInput(window)
-            grab.SetInputBufferTypeToRGB()
-            grab.ReadFrontBufferOff()
-            grab.Update()
-            image = grab.GetOutput()
-            width, height, _ = image.GetDimensions()
-            pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[..., :3]
-            shots.append(np.ascontiguousarray(pixels[::-1]))     # VTK's rows start at the bottom
+            shots.append(_grab_rgb(window))
     finally:
         window.Finalize()
     return shots
@@ -249,14 +254,7 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     window.AddRenderer(renderer)
     try:
         window.Render()
-        grab = vtk.vtkWindowToImageFilter()
-        grab.SetInput(window)
-        grab.SetInputBufferTypeToRGB()
-        grab.ReadFrontBufferOff()
-        grab.Update()
-        image = grab.GetOutput()
-        width, height, _ = image.GetDimensions()
-        pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)[::-1, :, :3]
+        pixels = _grab_rgb(window)
     finally:
         window.Finalize()
     picture = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize((size, size), Image.Resampling.LANCZOS))
