@@ -260,3 +260,13 @@ def test_shipped_mini_cadrille_rebuilds_an_easy_held_out_disc_from_its_points():
     assert solid is not None, code
     assert iou(truth, solid) > 0.8, code
 
+
+
+def test_text_levels_score_every_level_and_the_expert_level_is_the_text_mode():
+    from cadlab.train.cadrille import evaluate, evaluate_text_levels
+
+    levels = evaluate_text_levels(n_shapes=2, progress=False, write=False)
+    assert all(levels[level]["shapes"] == 2 for level in LEVELS)
+    text = evaluate(n_shapes=2, modes=("text",), minutes=None, progress=False, write=False)["text"]
+    assert [r["code"] for r in levels["expert"]["rows"]] == [r["code"] for r in text["rows"]]
+    assert levels["expert"]["mean_iou_invalid_as_0"] == text["mean_iou_invalid_as_0"]

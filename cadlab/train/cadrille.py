@@ -418,6 +418,34 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, ma
     return result
 
 
+def evaluate_text_levels(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, levels=LEVELS,
+                         max_new_tokens: int = EVAL_MAX_NEW_TOKENS, progress: bool = True, write: bool = True) -> dict:
+    """Text mode at every description level (``cadlab.cad.describe.LEVELS``, abstract to expert) on the same
+    held-out parts, greedy, scored as ``evaluate`` scores a mode; written into the log's ``eval_text_levels``.
+    The expert level states every number of the program, so its score measures transcription; the levels
+    below it leave sizes and places out, and the model must guess them."""
+    model, processor = load_cadrille(model_dir)
+    parts = held_out_parts(n_shapes, progress=progress)
+    rows = {level: [] for level in levels}
+    for i in tqdm(range(len(parts["codes"])), desc="text levels", disable=not progress):
+        truth = run_cadquery(parts["codes"][i]).mesh
+        for level in levels:
+            start = time.perf_counter()
+            description = parts["descriptions"][i][LEVELS.index(level)]
+            code = generate_code(model, processor, [{"description": description}], max_new_tokens=max_new_tokens)[0]
+            score = score_against_truth(score_program(code, parts["points"][i], "text"), truth)
+            rows[level].append({"seed": parts["seeds"][i], "family": parts["families"][i], "score": score,
+                                "seconds": round(time.perf_counter() - start, 3), "code": code})
+    result = {"shapes": len(parts["codes"]), "greedy": True, "max_new_tokens": max_new_tokens,
+              **{level: _mode_summary(rows[level]) for level in levels}}
+    log_path = Path(model_dir) / "training_log.json"
+    if write and log_path.exists():
+        log = json.loads(log_path.read_text())
+        log["eval_text_levels"] = result
+        log_path.write_text(json.dumps(log, indent=1))
+    return result
+
+
 def cadrecode_baseline(seeds) -> dict | None:
     """The mini CAD-Recode's greedy held-out results on the same shapes, read from its shipped log."""
     path = MINI_MODEL_DIR / "training_log.json"
@@ -458,6 +486,8 @@ def _modes(text: str) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab train-cadrille", description=__doc__.split("\n")[0])
     parser.add_argument("--eval", action="store_true", help="evaluate the model in --out on the held-out parts")
+    parser.add_argument("--eval-text-levels", action="store_true",
+                        help="evaluate text mode at every description level (abstract .. expert) on the held-out parts")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped model is written")
     loop.flags(parser, TrainSettings)
@@ -470,11 +500,18 @@ def main(argv=None) -> int:
                         help="--eval: time budget")
     args = parser.parse_args(argv)
     settings = loop.settings_from(args, TrainSettings, parser)
-    if args.eval:
+    if args.eval or args.eval_text_levels:
         out = loop.check_model_folder(parser, args.out, "cadrille", "Cadrille checkpoint",
                                       ("config.json", "model.safetensors", "tokenizer.json"),
                                       "cadlab train-cadrille --out FOLDER")
         torch.set_num_threads(settings.threads or 1)
+        if args.eval_text_levels:
+            result = evaluate_text_levels(out, n_shapes=args.shapes, max_new_tokens=args.max_new_tokens)
+            for level in LEVELS:
+                r = result[level]
+                print(f"text, {level:12s}: shapes {r['shapes']}, mean IoU invalid as 0 {r['mean_iou_invalid_as_0']:.3f}, "
+                      f"invalid {r['invalid_ratio']:.3f}")
+            return 0
         print_eval(evaluate(out, n_shapes=args.shapes, modes=args.modes, max_new_tokens=args.max_new_tokens,
                             minutes=args.eval_minutes))
         return 0
