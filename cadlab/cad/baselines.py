@@ -39,11 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cadlab.cad.reconstruct import CODE_UNITS
 from cadlab.paths import RETRIEVAL_LIBRARY as LIBRARY_PATH
 
 LIBRARY_POINTS = 128      # points kept per training cloud in the library file (a prefix of its FPS order)
 COARSE_QUERY, COARSE_LIBRARY, SHORTLIST = 64, 32, 256     # the first stage of the search
-CODE_UNITS = 100          # code units per point-cloud unit: the normalized frame's longest side spans -100..100
 
 
 def bounding_box_program(points) -> str:
