@@ -139,3 +139,24 @@ def test_the_reconstruct_preview_draws_the_solid_as_a_picture(plate_with_hole, t
     solid, none = (np.asarray(Image.open(tmp_path / n).convert("RGB")).astype(int) for n in ("solid.png", "none.png"))
     right = (solid[:, 400:] < 200).any(axis=-1).mean()
     assert right > 0.2 and (none[:, 400:] < 200).any(axis=-1).mean() < 0.02   # a filled part, or just "no valid solid"
+
+
+def test_flat_views_give_each_face_of_a_box_one_shade_and_its_own():
+    """Seen along its diagonal, as all four of Cadrille's views see it, a box shows three faces; smooth
+    shading (vertex normals) paints each as a gradient, flat shading each in one shade, and the three
+    differ because the flat views are lit from off the camera's axis."""
+    box = unit_cube_mesh(trimesh.creation.box((30, 20, 10)))
+    for shading, one_shade in (("flat", True), ("smooth", False)):
+        shot = render_view_arrays(box, directions=[(1, 1, 1)], size=200, shading=shading)[0]
+        inside = shot[(shot < 250).any(axis=-1)].astype(int)
+        shades, counts = np.unique(inside, axis=0, return_counts=True)
+        top3 = np.sort(counts)[-3:].sum() / len(inside)
+        assert (top3 > 0.8) == one_shade, f"{shading}: the three most common shades cover {top3:.0%}"
+    flat = render_view_arrays(box, directions=[(1, 1, 1)], size=200, shading="flat")[0]
+    inside = flat[(flat < 250).any(axis=-1)].astype(int)
+    shades, counts = np.unique(inside, axis=0, return_counts=True)
+    three = shades[np.argsort(counts)[-3:]]
+    assert np.abs(three[:, None] - three[None]).max(axis=-1)[~np.eye(3, dtype=bool)].min() > 10
+    assert render_views(box, shading="flat").size == (268, 268)
+    with pytest.raises(ValueError, match="smooth, flat"):
+        render_views(box, shading="glossy")

@@ -179,3 +179,30 @@ def test_the_kept_only_baseline_scores_the_truncated_part_as_it_is():
         assert row["iou"] == pytest.approx(volume_iou(whole, truncated, normalize=False), abs=1e-6)
         assert 0 < row["iou"] < 1                   # kept < all operations: something is missing
     assert table["by_fraction"]["0.5"]["mean_iou"] == pytest.approx(sum(r["iou"] for r in table["rows"]) / 2)
+
+
+def test_a_run_from_the_shipped_adapter_goes_on_to_parts_it_has_not_seen(tmp_path, tokenizer):
+    first = ta.train(tmp_path / "run", tmp_path / "out", _settings(max_steps=2), base=_base(tokenizer), progress=False)
+    cursor = first["position"]["cursor"]
+    assert cursor >= 2 * 2 and json.loads((tmp_path / "out" / "training_log.json").read_text())["position"] == {
+        "cursor": cursor}
+    again = ta.train(tmp_path / "run2", tmp_path / "out", _settings(max_steps=1, from_shipped=True),
+                     base=_base(tokenizer), progress=False)
+    assert again["position"]["cursor"] > cursor              # the next parts of the order, not the first again
+
+
+def test_the_decision_tokens_are_the_separator_or_the_close_and_take_their_weight(tokenizer):
+    go, stop = (tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in (deepcad.SEPARATOR, deepcad.CLOSE))
+    for seed in range(6):
+        caption, full = deepcad.sample_sequence(seed)
+        ids = tokenizer(ac.PROMPT.format(caption=caption) + deepcad.serialize(full))["input_ids"]
+        decisions = ac.decision_tokens(tokenizer, caption, full)
+        extrudes = sum(item["type"] == "ExtrudeFeature" for item in full["sequence"])
+        assert len(decisions) == extrudes and list(decisions.values()).count("close") == 1
+        assert all(ids[t] == (stop if kind == "close" else go) for t, kind in decisions.items())
+        plain, weighted = ac.part_example(tokenizer, caption, full), ac.part_example(tokenizer, caption, full,
+                                                                                   decision_weight=5)
+        changed = {t for t, (a, b) in enumerate(zip(plain["weights"], weighted["weights"])) if a != b}
+        assert changed == {t for t in decisions if plain["weights"][t] > 0}
+        assert all(weighted["weights"][t] == 5 * plain["weights"][t] for t in changed)
+        assert decisions and max(decisions) in changed      # the close is always labelled

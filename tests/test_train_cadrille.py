@@ -270,3 +270,20 @@ def test_text_levels_score_every_level_and_the_expert_level_is_the_text_mode():
     text = evaluate(n_shapes=2, modes=("text",), minutes=None, progress=False, write=False)["text"]
     assert [r["code"] for r in levels["expert"]["rows"]] == [r["code"] for r in text["rows"]]
     assert levels["expert"]["mean_iou_invalid_as_0"] == text["mean_iou_invalid_as_0"]
+
+
+def test_flat_shaded_parts_are_cached_apart_and_differ_only_in_their_pictures(tmp_path):
+    import json
+
+    import cadlab.cad.cadrille_parts as tc
+    from cadlab.train.cadrille import model_shading
+
+    smooth = tc.part_dataset(2, cache_dir=tmp_path, progress=False)
+    flat = tc.part_dataset(2, cache_dir=tmp_path, progress=False, shading="flat")
+    assert sorted(p.name.split("_s")[0] + p.name.split("_d1")[1] for p in tmp_path.glob("*.npz")) == [
+        "train_0_2.npz", "train_0_2_flat.npz"]
+    assert flat["codes"] == smooth["codes"] and np.array_equal(flat["points"], smooth["points"])
+    assert flat["images"].shape == smooth["images"].shape and not np.array_equal(flat["images"], smooth["images"])
+    assert model_shading(tmp_path) == "smooth"                                 # no log: Cadrille's
+    (tmp_path / "training_log.json").write_text(json.dumps({"config": {"shading": "flat"}}))
+    assert model_shading(tmp_path) == "flat"

@@ -42,6 +42,22 @@ def label_boundary(tokenizer, text: str, cut: int) -> tuple[int, bool]:
     return token_boundary(tokenizer(text, return_offsets_mapping=True)["offset_mapping"], cut)
 
 
+def decision_tokens(tokenizer, caption: str, full: dict) -> dict[int, str]:
+    """The tokens of ``PROMPT + serialize(full)`` that decide, after each extrude, between another
+    operation (``" ,"``) and the close (``" ]}"``): ``{token index: "continue" | "close"}``, read from
+    the fast tokenizer's offset mapping at the end of ``serialize(full, k)``. A sketch is always
+    followed by its extrude, so only an extrude's end is a decision."""
+    prompt = PROMPT.format(caption=caption)
+    offsets = tokenizer(prompt + serialize(full), return_offsets_mapping=True)["offset_mapping"]
+    n = len(full["sequence"])
+    decisions = {}
+    for k in range(1, n + 1):
+        if full["sequence"][k - 1]["type"] == "ExtrudeFeature":
+            at, _ = token_boundary(offsets, len(prompt) + len(serialize(full, k)))
+            decisions[at] = "close" if k == n else "continue"
+    return decisions
+
+
 def make_example(tokenizer, caption: str, full: dict, kept: int, max_seq_length: int | None = None) -> dict:
     """``{"input_ids", "labels"}`` for teacher forcing on ``PROMPT + serialize(full)`` + the end token.
 
@@ -193,7 +209,8 @@ def accumulation_step(model, micro_batches, optimizer=None) -> dict:
     return {"loss": summed / total, "tokens": sum(counts), "weight": total, "skipped": counts.count(0)}
 
 
-def part_example(tokenizer, caption: str, full: dict, kept=None, max_seq_length: int | None = None) -> dict:
+def part_example(tokenizer, caption: str, full: dict, kept=None, max_seq_length: int | None = None,
+                 decision_weight: float = 1.0) -> dict:
     """Every truncation of one part as a single micro-batch: teacher forcing feeds the *full* text
     whatever ``kept`` is, so the examples ``make_example(..., k)`` for k in ``kept`` (default: the
     public script's ``kept_counts``) share their ``input_ids`` and differ only in where the labels
@@ -205,6 +222,10 @@ def part_example(tokenizer, caption: str, full: dict, kept=None, max_seq_length:
         raise ValueError("a part needs at least two operations to have a truncation")
     examples_ = [make_example(tokenizer, caption, full, k, max_seq_length) for k in kept]
     weights = [sum(ex["labels"][t] != -100 for ex in examples_) for t in range(len(examples_[0]["labels"]))]
+    if decision_weight != 1.0:
+        for t in decision_tokens(tokenizer, caption, full):
+            if t < len(weights):
+                weights[t] *= decision_weight
     return {"input_ids": examples_[0]["input_ids"], "labels": examples_[0]["labels"], "weights": weights}
 
 

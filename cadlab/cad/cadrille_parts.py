@@ -63,8 +63,10 @@ def describe_all(code: str, family: str, seed: int) -> list[str]:
     return [describe(code, family, level, seed) for level in LEVELS]
 
 
-def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str = "cadrille parts") -> dict:
-    """Programs -> sandbox -> points, picture, descriptions, for ``seeds`` (``codes``/``points``: already known)."""
+def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str = "cadrille parts",
+                shading: str = "smooth") -> dict:
+    """Programs -> sandbox -> points, picture (``render_views`` with ``shading``), descriptions, for ``seeds``
+    (``codes``/``points``: already known)."""
     out = {"codes": [], "seeds": [], "families": [], "points": [], "images": [], "descriptions": [], "rejected": 0}
     for k, seed in enumerate(tqdm(list(seeds), desc=desc, disable=not progress)):
         if codes is None:
@@ -83,7 +85,7 @@ def build_parts(seeds, codes=None, points=None, progress: bool = True, desc: str
         out["seeds"].append(int(seed))
         out["families"].append(family)
         out["points"].append(points[k] if points is not None else mesh_to_point_cloud(mesh, seed=int(seed)))
-        out["images"].append(np.asarray(render_views(mesh), dtype=np.uint8))
+        out["images"].append(np.asarray(render_views(mesh, shading=shading), dtype=np.uint8))
         out["descriptions"].append(descriptions)
     out["points"] = np.asarray(out["points"], dtype=np.float32).reshape(-1, 256, 3)
     out["images"] = np.asarray(out["images"], dtype=np.uint8).reshape(-1, 268, 268, 3)
@@ -107,29 +109,35 @@ def _load(path: Path) -> dict:
             "rejected": int(z["rejected"])}
 
 
-def _chunk_path(cache_dir, start: int, n: int) -> Path:
-    return Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+def _shading_suffix(shading: str) -> str:
+    return "" if shading == "smooth" else f"_{shading}"
 
 
-def _build_chunk(start: int, n: int, cache_dir, progress: bool) -> str:
-    path = _chunk_path(cache_dir, start, n)
+def _chunk_path(cache_dir, start: int, n: int, shading: str = "smooth") -> Path:
+    return Path(cache_dir) / f"train_{start}_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}{_shading_suffix(shading)}.npz"
+
+
+def _build_chunk(start: int, n: int, cache_dir, progress: bool, shading: str = "smooth") -> str:
+    path = _chunk_path(cache_dir, start, n, shading)
     if not path.exists():
-        _save(path, build_parts(range(start, start + n), progress=progress,
+        _save(path, build_parts(range(start, start + n), progress=progress, shading=shading,
                                 desc=f"cadrille training parts {start:,}-{start + n - 1:,}"))
     return str(path)
 
 
-def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int = 1) -> dict:
+def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int = 1, shading: str = "smooth") -> dict:
     """Training parts for seeds ``0 .. n-1`` (rejected seeds dropped), built once and cached in chunks of
     ``PART_CHUNK`` seeds, so a larger ``n`` builds only the chunks it lacks. ``workers`` > 1 builds the
-    missing chunks in that many processes (each part is a sandbox run and a render: CPU-bound)."""
+    missing chunks in that many processes (each part is a sandbox run and a render: CPU-bound).
+    ``shading``: how the pictures are rendered (``render.SHADINGS``; each has its own cache files)."""
     chunks = [(start, min(PART_CHUNK, n - start)) for start in range(0, n, PART_CHUNK)]
-    missing = [c for c in chunks if not _chunk_path(cache_dir, *c).exists()]
+    missing = [c for c in chunks if not _chunk_path(cache_dir, *c, shading).exists()]
     if missing and workers > 1:
         print(f"building {sum(k for _, k in missing):,} parts in {len(missing)} chunks, {workers} processes")
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            list(pool.map(_build_chunk, *zip(*missing), [cache_dir] * len(missing), [False] * len(missing)))
-    parts = [_load(Path(_build_chunk(start, k, cache_dir, progress))) for start, k in chunks]
+            list(pool.map(_build_chunk, *zip(*missing), [cache_dir] * len(missing), [False] * len(missing),
+                          [shading] * len(missing)))
+    parts = [_load(Path(_build_chunk(start, k, cache_dir, progress, shading))) for start, k in chunks]
     if len(parts) == 1:
         return parts[0]
     return {"codes": sum((p["codes"] for p in parts), []), "seeds": sum((p["seeds"] for p in parts), []),
@@ -140,16 +148,16 @@ def part_dataset(n: int, cache_dir=DATA_DIR, progress: bool = True, workers: int
             "rejected": sum(p["rejected"] for p in parts)}
 
 
-def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True) -> dict:
+def held_out_parts(n: int, cache_dir=DATA_DIR, progress: bool = True, shading: str = "smooth") -> dict:
     """The first ``n`` held-out shapes of the mini CAD-Recode (same programs, same point clouds), rendered
-    and described."""
-    path = Path(cache_dir) / f"heldout_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}.npz"
+    (with ``shading``) and described."""
+    path = Path(cache_dir) / f"heldout_{n}_s{GENERATOR_VERSION}_d{DATA_VERSION}{_shading_suffix(shading)}.npz"
     if path.exists():
         return _load(path)
     test = held_out_set(progress=progress)
     n = min(n, len(test["codes"]))
     data = build_parts(test["seeds"][:n], codes=test["codes"][:n], points=test["points"][:n], progress=progress,
-                       desc="cadrille held-out parts")
+                       desc="cadrille held-out parts", shading=shading)
     _save(path, data)
     return data
 

@@ -50,6 +50,7 @@ UP = (0, 1, 0)
 VIEW_ANGLE = 60.0            # degrees (Open3D's default field of view)
 WINDOW = 500                 # px, as Cadrille's hidden Open3D window
 VIEW_SIZE, BORDER = 128, 3
+SHADINGS = ("smooth", "flat")  # vertex normals smoothed across edges (Cadrille's), or one normal per face
 
 
 def tile_views(views, border: int = BORDER):
@@ -122,19 +123,49 @@ def _polydata(mesh):
     return data
 
 
-def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW) -> list[np.ndarray]:
+# A key light above left of the camera (so the faces of a box differ), a weaker one on the right and one at
+# the camera (so that no face turned towards the viewer falls dark): (position in camera coordinates, intensity).
+PART_LIGHTS = (((-0.5, 0.8, 1.0), 0.6), ((0.8, 0.3, 1.0), 0.15), ((0.0, 0.0, 1.0), 0.3))
+
+
+def add_part_lights(renderer) -> None:
+    """``PART_LIGHTS`` into ``renderer``, each fixed to the camera (so every view is lit the same way)."""
+    for position, intensity in PART_LIGHTS:
+        light = vtk.vtkLight()
+        light.SetLightTypeToCameraLight()
+        light.SetPosition(*position)
+        light.SetFocalPoint(0.0, 0.0, 0.0)
+        light.SetIntensity(intensity)
+        renderer.AddLight(light)
+
+
+def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW, shading: str = "smooth") -> list[np.ndarray]:
     """(size, size, 3) uint8 renders of ``mesh`` (already in the unit cube) from each direction, looking at
     (0.5, 0.5, 0.5) with up (0, 1, 0), the camera at the distance where the unit cube's bounding sphere
-    fills the view angle."""
+    fills the view angle. ``shading`` "smooth" interpolates the vertex normals across each triangle
+    (Gouraud) under VTK's headlight, as Cadrille's renderer does, so a sharp edge's shade bleeds into both
+    faces; "flat" shades each triangle by its own normal, so every planar face has one shade, under
+    ``PART_LIGHTS`` (a headlight alone would give the three faces of a box seen along its diagonal, as
+    every one of the four views sees it, the same shade)."""
+    if shading not in SHADINGS:
+        raise ValueError(f"shading must be one of {', '.join(SHADINGS)}, got {shading!r}")
+    data = _polydata(mesh)
+    if shading == "flat":
+        data.GetPointData().SetNormals(None)
     mapper = vtk.vtkPolyDataMapper()
-    mapper.SetInputData(_polydata(mesh))
+    mapper.SetInputData(data)
     actor = vtk.vtkActor()
     actor.SetMapper(mapper)
     actor.GetProperty().SetColor(*COLOUR)
-    actor.GetProperty().SetInterpolationToGouraud()
+    if shading == "flat":
+        actor.GetProperty().SetInterpolationToFlat()
+    else:
+        actor.GetProperty().SetInterpolationToGouraud()
     renderer = vtk.vtkRenderer()
     renderer.SetBackground(1.0, 1.0, 1.0)
     renderer.AddActor(actor)
+    if shading == "flat":
+        add_part_lights(renderer)
     window = _render_window(size)
     window.AddRenderer(renderer)
     camera = renderer.GetActiveCamera()
@@ -155,12 +186,14 @@ def render_view_arrays(mesh, directions=DIRECTIONS, size: int = WINDOW) -> list[
     return shots
 
 
-def render_views(mesh, normalize: bool = True, view_size: int = VIEW_SIZE, border: int = BORDER):
-    """Cadrille's picture of ``mesh``: four 128-px views, each with a 3-px black border, tiled 2 x 2 (268 x 268 PIL)."""
+def render_views(mesh, normalize: bool = True, view_size: int = VIEW_SIZE, border: int = BORDER,
+                 shading: str = "smooth"):
+    """Cadrille's picture of ``mesh``: four 128-px views, each with a 3-px black border, tiled 2 x 2 (268 x 268 PIL).
+    ``shading``: "smooth" as Cadrille (see ``render_view_arrays``), or "flat"."""
     if normalize:
         mesh = unit_cube_mesh(mesh)
     views = [Image.fromarray(a).resize((view_size, view_size), Image.Resampling.LANCZOS)
-             for a in render_view_arrays(mesh)]
+             for a in render_view_arrays(mesh, shading=shading)]
     return tile_views(views, border=border)
 
 
@@ -231,15 +264,7 @@ def render_part(mesh, direction=(1, -1, 1), size: int = 400, colour=PART_COLOUR,
     big = size * supersample
     if edges:
         renderer.AddActor(_edge_actor(part.vertices, feature_edges(part), width=1.5 * supersample))
-    # a key light above left of the camera (so the faces of a box differ), a weaker one on the right and one
-    # at the camera (so that no face turned towards the viewer falls dark)
-    for position, intensity in (((-0.5, 0.8, 1.0), 0.6), ((0.8, 0.3, 1.0), 0.15), ((0.0, 0.0, 1.0), 0.3)):
-        light = vtk.vtkLight()
-        light.SetLightTypeToCameraLight()
-        light.SetPosition(*position)
-        light.SetFocalPoint(0.0, 0.0, 0.0)
-        light.SetIntensity(intensity)
-        renderer.AddLight(light)
+    add_part_lights(renderer)
     low, high = part.bounds
     centre, radius = (low + high) / 2, float(np.linalg.norm(high - low)) / 2
     unit = np.asarray(direction, dtype=float) / np.linalg.norm(direction)

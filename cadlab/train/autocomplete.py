@@ -86,6 +86,8 @@ class TrainSettings(LoopSettings):
     train_parts: int = setting(20_000, "the pool of training seeds (a run uses what its budget allows)")
     held_out_parts: int = setting(12, "held-out parts for the loss at each checkpoint")
     gradient_checkpointing: bool = setting(False, "recompute each layer's activations in the backward pass")
+    decision_weight: float = setting(1.0, "loss weight of the token after each extrude that decides: another "
+                                          "operation or the close (the other tokens weigh 1)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -150,10 +152,10 @@ def training_order(settings: TrainSettings) -> list[int]:
     return order
 
 
-def part_micro_batch(tokenizer, seed: int, max_seq_length: int | None):
+def part_micro_batch(tokenizer, seed: int, max_seq_length: int | None, decision_weight: float = 1.0):
     """``part_example`` of part ``seed``, or None when its text is longer than ``max_seq_length``."""
     caption, full = deepcad.sample_sequence(seed)
-    example = ac.part_example(tokenizer, caption, full)
+    example = ac.part_example(tokenizer, caption, full, decision_weight=decision_weight)
     if max_seq_length is not None and len(example["input_ids"]) > max_seq_length:
         return None
     return example
@@ -259,7 +261,8 @@ class AutocompleteRecipe:
         while len(window) < self.settings.accumulation:
             seed = self.order[self.position["cursor"] % len(self.order)]
             self.position["cursor"] += 1
-            example = part_micro_batch(self.tokenizer, seed, self.settings.max_seq_length)
+            example = part_micro_batch(self.tokenizer, seed, self.settings.max_seq_length,
+                                       self.settings.decision_weight)
             if example is None:
                 skipped += 1
                 continue
@@ -444,16 +447,9 @@ def stop_decisions(model, tokenizer, seeds) -> dict:
     for seed in seeds:
         caption, full = deepcad.sample_sequence(seed)
         prompt = ac.PROMPT.format(caption=caption)
-        encoding = tokenizer(prompt + deepcad.serialize(full), return_offsets_mapping=True)
-        starts = {start: i for i, (start, end) in enumerate(encoding["offset_mapping"]) if end > start}
-        logits = model(input_ids=torch.tensor([encoding["input_ids"]])).logits[0].float()
-        n = len(full["sequence"])
-        for k in range(1, n + 1):
-            if full["sequence"][k - 1]["type"] != "ExtrudeFeature":
-                continue
-            at = starts[len(prompt) + len(deepcad.serialize(full, k))]       # the decision token's position
-            pair = torch.softmax(logits[at - 1, [go, stop]], dim=0)
-            kind = "close" if k == n else "continue"
+        logits = model(input_ids=torch.tensor([tokenizer(prompt + deepcad.serialize(full))["input_ids"]])).logits[0]
+        for at, kind in ac.decision_tokens(tokenizer, caption, full).items():
+            pair = torch.softmax(logits[at - 1, [go, stop]].float(), dim=0)
             right[kind].append(bool(pair[1] > pair[0]) == (kind == "close"))
             if kind == "close":
                 p_close[seed] = round(float(pair[1]), 4)

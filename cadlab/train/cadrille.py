@@ -72,6 +72,7 @@ from cadlab.cad.cadrille_processor import MODES, CadrilleProcessor, collate, min
 from cadlab.cad.describe import LEVELS, describer_words
 from cadlab.cad.part_sets import TEST_START
 from cadlab.cad.program_errors import program_errors
+from cadlab.cad.render import SHADINGS
 from cadlab.cad.reconstruct import score_program
 from cadlab.cad.sandbox import run_cadquery
 from cadlab.paths import cache_dir
@@ -161,6 +162,13 @@ def check_text_mrope(cadrille: Cadrille, lm, processor: CadrilleProcessor) -> di
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
+def _shading(text: str) -> str:
+    """``--shading``: one of ``render.SHADINGS``."""
+    if text not in SHADINGS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SHADINGS)}, got {text!r}")
+    return text
+
+
 @dataclass
 class TrainSettings(LoopSettings):
     """Everything a mini Cadrille run depends on (the loop's settings, and these)."""
@@ -174,6 +182,8 @@ class TrainSettings(LoopSettings):
     build_workers: int = setting(1, f"processes that build missing training parts (cached in chunks of {PART_CHUNK})")
     val_parts: int = setting(16, "held-out parts for the per-mode validation loss")
     word_tokens: bool = setting(True, "give the describer's English words whole tokens")
+    shading: str = setting("smooth", "the pictures' shading: smooth (vertex normals, as Cadrille's renderer) or "
+                                     "flat (one normal per face)", _shading)
     vision: VisionSettings = field(default_factory=VisionSettings)
 
     def __post_init__(self):
@@ -270,7 +280,8 @@ class CadrilleRecipe:
                     vision_params=sum(p.numel() for p in model.model.visual.parameters()),
                     hidden_size=model.config.text_config.hidden_size,
                     layers=model.config.text_config.num_hidden_layers, vocab_size=len(self.tokenizer),
-                    vision=asdict(self.settings.vision), train_parts=len(self.data["codes"]), **self.extra)
+                    vision=asdict(self.settings.vision), train_parts=len(self.data["codes"]),
+                    shading=self.settings.shading, **self.extra)
 
     def step(self, model, step: int) -> dict:
         s = self.settings
@@ -317,10 +328,11 @@ def train(run_dir: Path = RUN_DIR, out_dir: Path = WEIGHTS_DIR, settings: TrainS
         built["seconds_per_part"] = measure_part_seconds()
         print(f"data: seconds per part {built['seconds_per_part']}")
         t0 = time.time()
-        data = part_dataset(settings.train_parts, progress=progress, workers=settings.build_workers)
+        data = part_dataset(settings.train_parts, progress=progress, workers=settings.build_workers,
+                            shading=settings.shading)
         built["build_seconds"] = round(time.time() - t0, 1)
     if val is None:
-        val = held_out_parts(max(settings.val_parts, EVAL_SHAPES), progress=progress)
+        val = held_out_parts(max(settings.val_parts, EVAL_SHAPES), progress=progress, shading=settings.shading)
     val = {k: (v[:settings.val_parts] if k != "rejected" else v) for k, v in val.items()}
     recipe = CadrilleRecipe(settings, data, val, lm=lm, tokenizer=tokenizer)
     recipe.extra.update(built)
@@ -376,6 +388,14 @@ def _mode_summary(rows: list[dict]) -> dict:
     return {**summary, "rows": rows}
 
 
+def model_shading(model_dir=WEIGHTS_DIR) -> str:
+    """The shading of the pictures the model in ``model_dir`` was trained on (its log's config; "smooth", Cadrille's,
+    when the log does not say)."""
+    path = Path(model_dir) / "training_log.json"
+    config = json.loads(path.read_text()).get("config", {}) if path.exists() else {}
+    return config.get("shading", "smooth")
+
+
 def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
              minutes: float | None = EVAL_MINUTES, progress: bool = True, write: bool = True) -> dict:
     """Greedy held-out metrics per mode (see the module docstring), written into the log's ``eval``.
@@ -384,8 +404,9 @@ def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, ma
     time budget (``minutes``) has scored the same parts in every mode; the log is rewritten after each part."""
     began = time.time()
     model, processor = load_cadrille(model_dir)
-    parts = held_out_parts(n_shapes, progress=progress)
-    result = {"shapes_asked": len(parts["codes"]), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
+    shading = model_shading(model_dir)
+    parts = held_out_parts(n_shapes, progress=progress, shading=shading)
+    result = {"shading": shading, "shapes_asked": len(parts["codes"]), "held_out_seeds_from": TEST_START, "greedy": True, "batch": 1,
               "max_new_tokens": max_new_tokens, "torch_threads": torch.get_num_threads(), "text_level": "expert",
               "frame": "papers' frame: each solid by its own bounding box into [0,1]^3; Chamfer: 8192 surface "
                        "samples each, squared distances, both directions, x1000"}

@@ -30,7 +30,8 @@ Resume rule. ``run_dir/state.pt`` holds a run's step, optimizer, random-number s
 recipe's position. If it exists, training continues that run exactly: a run stopped at step N and
 resumed gives the same losses and weights as one never stopped. If the run had finished (its
 budget spent), the same command starts a *new* run from its weights and optimizer. With no run
-state, a new run starts from the shipped model in ``out_dir`` (``from_shipped``, a fresh optimizer),
+state, a new run starts from the shipped model in ``out_dir`` (``from_shipped``, a fresh optimizer, and
+the recipe's position as the shipped log saved it, so the new run goes on to data it has not seen),
 else from scratch. ``log["runs"]`` lists every run (steps, seconds, settings, threads) and
 ``log["total_seconds"]`` adds them up, so a model's training time adds up across machines.
 
@@ -61,7 +62,7 @@ from tqdm.auto import tqdm
 from cadlab import arguments
 from cadlab.lm.models import checkpoint_kind
 
-LOG_KEYS = ("train", "val", "runs", "config", "total_seconds")   # what the loop writes; other keys are kept
+LOG_KEYS = ("train", "val", "runs", "config", "total_seconds", "position")   # what the loop writes; other keys are kept
 
 
 def setting(default, help: str, check=None):
@@ -253,7 +254,10 @@ def _start(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSet
         log.setdefault("runs", [])
         step = log["train"][-1]["step"] if log.get("train") else 0
         print(f"starting from the shipped model in {out_dir} (step {step}; a fresh optimizer)")
-        return model, {"step": step, "finished": True, "log": log}
+        state = {"step": step, "finished": True, "log": log}
+        if "position" in log:
+            state["position"] = log["position"]
+        return model, state
     model = recipe.new_model()
     return model, {"step": 0, "finished": True, "log": {"train": [], "val": [], "runs": [], "config": {}}}
 
@@ -308,6 +312,8 @@ def train(recipe, run_dir: Path | None, out_dir: Path | None, settings: LoopSett
     def checkpoint(finished: bool) -> None:
         log["val"].append({"step": state["step"], "seconds": round(seconds_before + run_seconds(), 1), **held_out()})
         run["seconds"] = round(run_seconds(), 1)
+        if hasattr(recipe, "position"):
+            log["position"] = dict(recipe.position)
         log["total_seconds"] = round(sum(r["seconds"] for r in log["runs"]), 1)
         if run_dir is not None:
             recipe.save(model, run_dir, log, shipped=False)
