@@ -206,3 +206,15 @@ def test_the_decision_tokens_are_the_separator_or_the_close_and_take_their_weigh
         assert changed == {t for t in decisions if plain["weights"][t] > 0}
         assert all(weighted["weights"][t] == 5 * plain["weights"][t] for t in changed)
         assert decisions and max(decisions) in changed      # the close is always labelled
+
+
+def test_two_evaluations_one_decoding_each_fill_one_table(tmp_path, tokenizer, monkeypatch):
+    ta.train(tmp_path / "run", tmp_path / "out", _settings(max_steps=1), base=_base(tokenizer), progress=False)
+    monkeypatch.setattr(ta, "load_base", lambda name=None: _base(tokenizer, seed=0))
+    monkeypatch.setattr(ta, "held_out_seeds", lambda n, tok=None, length=None: [ta.HELD_OUT_START + 1][:n])
+    ta.evaluate(tmp_path / "out", parts=1, which=("fine_tuned",), decodings=("greedy",), progress=False)
+    ta.evaluate(tmp_path / "out", parts=1, which=("fine_tuned",), decodings=("sampled",), progress=False)
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    tuned = log["eval"]["fine_tuned"]
+    assert {"greedy", "sampled"} <= set(tuned) and len(tuned["greedy"]["rows"]) == len(tuned["sampled"]["rows"]) == 3
+    assert log["train"] and "stop_decisions" in log["eval"]            # the training log is kept around the table

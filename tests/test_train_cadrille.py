@@ -224,7 +224,7 @@ def test_each_mode_writes_a_program(mode, saved_tiny, tmp_path, capsys):
 def test_evaluate_scores_every_mode_on_the_same_parts_and_stops_on_its_budget(saved_tiny, parts, monkeypatch):
     import cadlab.train.cadrille as tc
 
-    monkeypatch.setattr(tc, "held_out_parts", lambda n, progress=True: parts)
+    monkeypatch.setattr(tc, "held_out_parts", lambda n, progress=True, shading="smooth": parts)
     result = tc.evaluate(saved_tiny, n_shapes=3, max_new_tokens=8, progress=False, write=False)
     assert result["shapes"] == 3
     for mode in ("pc", "img", "text"):

@@ -473,11 +473,13 @@ def print_table(result: dict) -> None:
 
 
 def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_tuned", "kept_only"),
-             batch_size: int = 1, progress: bool = True) -> dict:
+             batch_size: int = 1, progress: bool = True, decodings=("greedy", "sampled")) -> dict:
     """The held-out evaluation on ``parts`` held-out parts, into ``training_log.json`` under ``eval``:
     ``kept_only`` (``kept_only_table``, the baseline; seconds), and the ``completion_table`` of the base
     model and of the shipped adapter (written after each decoding of each model), with their losses by
-    token kind and their stop decisions. What ``which`` leaves out keeps its earlier entry in the log."""
+    token kind and their stop decisions. What ``which`` and ``decodings`` leave out keeps its earlier entry
+    in the log (each write merges into the log as it is on disk, so two processes, one per decoding, can
+    share a folder)."""
     path = Path(out_dir) / "training_log.json"
     models = [name for name in which if name != "kept_only"]
     base_model, tokenizer = load_base()
@@ -487,9 +489,10 @@ def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_
     result.update(parts=parts, torch_threads=torch.get_num_threads(), held_out_start=HELD_OUT_START)
 
     def save(name, table):                   # after each decoding: an interrupted --eval keeps what it did
-        result[name] = table
         log = json.loads(path.read_text()) if path.exists() else {}
-        log["eval"] = result
+        on_disk = log.get("eval") or {}
+        result[name] = {**on_disk.get(name, {}), **table}
+        log["eval"] = {**on_disk, **result}
         path.write_text(json.dumps(log, indent=1))
 
     if "kept_only" in which:
@@ -508,7 +511,7 @@ def evaluate(out_dir: Path = WEIGHTS_DIR, parts: int = 16, which=("base", "fine_
     for name in models:
         model = base_model if name == "base" else tuned
         save(name, completion_table(model.eval(), tokenizer, seeds, batch_size=batch_size, progress=progress,
-                            on_decoding=lambda table, name=name: save(name, dict(table))))
+                                    decodings=decodings, on_decoding=lambda table, name=name: save(name, dict(table))))
     return result
 
 
@@ -519,6 +522,8 @@ def main(argv=None) -> int:
                         default=["base", "fine_tuned", "kept_only"],
                         help="--eval: the base model, the fine-tuned one and/or the kept-only baseline")
     parser.add_argument("--parts", type=arguments.positive_int, default=16, help="--eval: held-out parts")
+    parser.add_argument("--decodings", nargs="+", choices=["greedy", "sampled"], default=["greedy", "sampled"],
+                        help="--eval: which decodings (one per process lets two run side by side)")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped adapter is written")
     loop.flags(parser, TrainSettings)
@@ -532,7 +537,7 @@ def main(argv=None) -> int:
         else:                               # the base model's table goes into --out's log
             out = arguments.writable_folder(args.out, parser.prog, "--out")
         loop.apply_threads(settings)
-        print_table(evaluate(out, parts=args.parts, which=args.which))
+        print_table(evaluate(out, parts=args.parts, which=args.which, decodings=args.decodings))
         return 0
     try:
         check_lm_source(settings.model, origin="--model")
