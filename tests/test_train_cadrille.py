@@ -276,7 +276,7 @@ def test_flat_shaded_parts_are_cached_apart_and_differ_only_in_their_pictures(tm
     import json
 
     import cadlab.cad.cadrille_parts as tc
-    from cadlab.train.cadrille import model_shading
+    from cadlab.cad.cadrille import model_shading
 
     smooth = tc.part_dataset(2, cache_dir=tmp_path, progress=False)
     flat = tc.part_dataset(2, cache_dir=tmp_path, progress=False, shading="flat")
@@ -287,3 +287,26 @@ def test_flat_shaded_parts_are_cached_apart_and_differ_only_in_their_pictures(tm
     assert model_shading(tmp_path) == "smooth"                                 # no log: Cadrille's
     (tmp_path / "training_log.json").write_text(json.dumps({"config": {"shading": "flat"}}))
     assert model_shading(tmp_path) == "flat"
+
+
+def test_a_flat_shaded_model_gets_flat_pictures(saved_tiny, tmp_path):
+    import json
+    import shutil
+
+    import trimesh
+
+    from cadlab.cad.cadrille import load_cadrille_processor
+    from cadlab.cad.cadrille_processor import mode_item
+
+    assert load_cadrille_processor(saved_tiny).shading == "smooth"           # a log without the setting: Cadrille's
+    folder = tmp_path / "flat"
+    shutil.copytree(saved_tiny, folder)
+    log = json.loads((folder / "training_log.json").read_text())
+    log["config"]["shading"] = "flat"
+    (folder / "training_log.json").write_text(json.dumps(log))
+    processor = load_cadrille_processor(folder)
+    assert processor.shading == "flat"
+    box = trimesh.creation.box((30, 20, 10))
+    flat = np.asarray(mode_item("img", mesh=box, shading=processor.shading)["video"][0])
+    smooth = np.asarray(mode_item("img", mesh=box)["video"][0])
+    assert flat.shape == smooth.shape == (268, 268, 3) and not np.array_equal(flat, smooth)

@@ -50,6 +50,7 @@ Generated code is text here. It runs only inside ``cadlab.cad.sandbox.run_cadque
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -406,12 +407,22 @@ def cadrille_folder(path=None) -> Path:
     return folder
 
 
+def model_shading(path=None) -> str:
+    """How the pictures of the Cadrille saved in ``path`` (None: the shipped mini Cadrille) were shaded in
+    training: its log's ``config.shading``, else Cadrille's "smooth"."""
+    log = Path(path if path is not None else MINI_CADRILLE_DIR) / "training_log.json"
+    config = json.loads(log.read_text()).get("config", {}) if log.is_file() else {}
+    return config.get("shading", "smooth")
+
+
 def load_cadrille_processor(path=None) -> CadrilleProcessor:
-    """The processor (prompts, pictures, the folder's tokenizer) of the Cadrille saved in ``path`` (None: the
-    shipped mini Cadrille), without the model: enough to measure a prompt before loading any weights."""
-    tokenizer = set_roles(PreTrainedTokenizerFast.from_pretrained(cadrille_folder(path)))
+    """The processor (prompts, pictures, the folder's tokenizer, the shading its pictures need) of the Cadrille
+    saved in ``path`` (None: the shipped mini Cadrille), without the model: enough to measure a prompt before
+    loading any weights."""
+    folder = cadrille_folder(path)
+    tokenizer = set_roles(PreTrainedTokenizerFast.from_pretrained(folder))
     token_ids(tokenizer)
-    return CadrilleProcessor(tokenizer)
+    return CadrilleProcessor(tokenizer, shading=model_shading(folder))
 
 
 def load_cadrille(path=None, dtype=torch.float32):

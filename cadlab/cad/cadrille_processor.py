@@ -196,11 +196,14 @@ class CadrilleProcessor:
     (N, 1176) and ``video_grid_thw`` (one row per video, in order). Each ``<|video_pad|>`` of the texts
     (one per video, in order) is expanded to t * h * w / 4 tokens. ``min_pixels`` / ``max_pixels`` are
     Cadrille's arguments, kept for the record; frames are sized by ``size`` (see the module docstring).
+    ``shading`` is how the model's pictures are rendered (``render.SHADINGS``: Cadrille's "smooth", or "flat"
+    for a model trained so); ``mode_item(..., shading=processor.shading)`` renders a mesh that way.
     """
 
     def __init__(self, tokenizer, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
-                 size: dict = PROCESSOR_SIZE, chat_template: str = QWEN2VL_CHAT_TEMPLATE):
+                 size: dict = PROCESSOR_SIZE, chat_template: str = QWEN2VL_CHAT_TEMPLATE, shading: str = "smooth"):
         self.tokenizer = tokenizer
+        self.shading = shading
         self.tokenizer.padding_side = "left"
         self.min_pixels, self.max_pixels, self.size = min_pixels, max_pixels, dict(size)
         self.chat_template = chat_template
@@ -313,16 +316,16 @@ def answer_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokeniz
     return labels
 
 
-def mode_item(mode: str, mesh=None, text: str | None = None, points=None, picture=None) -> dict:
+def mode_item(mode: str, mesh=None, text: str | None = None, points=None, picture=None, shading: str = "smooth") -> dict:
     """Cadrille's input for one part: ``pc`` (256 points of ``mesh`` as CAD-Recode samples them, or ``points``),
-    ``img`` (``cadlab.cad.render.render_views(mesh)``, or ``picture``) or ``text`` (``text``)."""
+    ``img`` (``cadlab.cad.render.render_views(mesh, shading=shading)``, or ``picture``) or ``text`` (``text``)."""
     if mode == "pc":
         if points is None:
             points = mesh_to_point_cloud(mesh, n_points=N_POINTS, seed=0)
         return {"point_cloud": np.asarray(points, dtype=np.float32)}
     if mode == "img":
         if picture is None:
-            picture = render_views(mesh)
+            picture = render_views(mesh, shading=shading)
         return {"video": [picture]}
     if mode == "text":
         if not text or not text.strip():

@@ -368,7 +368,7 @@ def run_cadrille(argv) -> int:
     torch.set_num_threads(1)              # a few-million-parameter model: one thread is fastest
     try:
         start = time.perf_counter()
-        item = mode_item(args.mode, mesh=mesh, text=args.text)
+        item = mode_item(args.mode, mesh=mesh, text=args.text, shading=processor.shading)
         code = cadrille.generate_code(model, processor, [item], max_new_tokens=args.max_new_tokens)[0]
         seconds = time.perf_counter() - start
     finally:

@@ -58,6 +58,7 @@ from cadlab.cad.cadrille import (
     generate_code,
     load_cadrille,
     load_language_model,
+    model_shading,
 )
 from cadlab.cad.cadrille_parts import (
     FRESH_TEXT_START,
@@ -386,14 +387,6 @@ def _mode_summary(rows: list[dict]) -> dict:
         by_family.setdefault(r["family"], []).append(r["score"]["iou"] if r["score"] else 0.0)
     summary["iou_invalid_as_0_by_family"] = {f: round(float(np.mean(v)), 3) for f, v in sorted(by_family.items())}
     return {**summary, "rows": rows}
-
-
-def model_shading(model_dir=WEIGHTS_DIR) -> str:
-    """The shading of the pictures the model in ``model_dir`` was trained on (its log's config; "smooth", Cadrille's,
-    when the log does not say)."""
-    path = Path(model_dir) / "training_log.json"
-    config = json.loads(path.read_text()).get("config", {}) if path.exists() else {}
-    return config.get("shading", "smooth")
 
 
 def evaluate(model_dir=WEIGHTS_DIR, n_shapes: int = EVAL_SHAPES, modes=MODES, max_new_tokens: int = EVAL_MAX_NEW_TOKENS,
