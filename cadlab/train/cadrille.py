@@ -359,11 +359,11 @@ def draw_curves(ax, log: dict) -> None:
     for k, run in enumerate(log.get("runs", []), start=1):           # where each run began, and on how many seeds
         ax.axvline(run["started_at_step"], color="0.6", lw=0.7, ls=":")
         ax.annotate(f"run {k}: {run['settings']['train_parts']:,} seeds", (run["started_at_step"], 1.0),
-                    xycoords=("data", "axes fraction"), xytext=(2, 2 + 9 * (k % 2 == 0)), textcoords="offset points",
-                    va="bottom", fontsize=6, color="0.35", annotation_clip=False)   # above the plot, two rows
+                    xycoords=("data", "axes fraction"), xytext=(2, 2 + 8 * ((k - 1) % 3)), textcoords="offset points",
+                    va="bottom", fontsize=6, color="0.35", annotation_clip=False)   # above the plot, three rows
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy per answer token")
-    ax.set_title("mini Cadrille", pad=22)
+    ax.set_title("mini Cadrille", pad=28)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower left")
 
