@@ -9,6 +9,7 @@
     cadlab train-cadrecode [--minutes M] ... | --eval                    (notebook 07)
     cadlab train-autocomplete [--minutes M] ... | --eval                 (notebook 09)
     cadlab train-cadrille [--minutes M] ... | --eval                     (notebook 08)
+    cadlab eval-grammar --model cadrecode|cadrille                       (notebook 10)
 
 Each subcommand is the ``main(argv)`` of its module, so ``cadlab bench decode`` and
 ``python -m cadlab.lm.bench decode`` do the same thing; ``cadlab --version`` prints the version.
@@ -37,6 +38,8 @@ COMMANDS = {
     "train-autocomplete": ("cadlab.train.autocomplete",
                            "LoRA-train (or --eval) SmolLM2 as a CAD-sequence autocomplete"),
     "train-cadrille": ("cadlab.train.cadrille", "train (or --eval) the mini Cadrille: point clouds, images, text"),
+    "eval-grammar": ("cadlab.train.grammar_eval",
+                     "decode the mini CAD-Recode's or Cadrille's held-out parts with and without a grammar"),
 }
 
 

@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from torch import nn
-from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers import LogitsProcessorList, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers import initialization as init
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -83,6 +83,8 @@ from cadlab.cad.cadrille_processor import (
 )
 from cadlab.cad.generation import generate_sequences
 from cadlab.cad.pointcloud import FourierPointEncoder
+from cadlab.cad.program_grammar import library_grammar
+from cadlab.lm.grammar import ConstrainedLogits
 from cadlab.lm.models import randomize_
 from cadlab.paths import MINI_CADRILLE_DIR
 
@@ -369,13 +371,18 @@ def tiny_token_ids() -> dict:
 
 @torch.no_grad()
 def generate_code(model: Cadrille, processor: CadrilleProcessor, items: list[dict], max_new_tokens: int = 768,
-                  **generate_kwargs) -> list[str]:
+                  grammar: str | None = None, **generate_kwargs) -> list[str]:
     """Programs for ``items`` (see ``collate``): greedy unless ``generate_kwargs`` say otherwise, as Cadrille's
-    test script; the new tokens decoded with ``skip_special_tokens=True``."""
+    test script; the new tokens decoded with ``skip_special_tokens=True``. ``grammar`` (``"syntax"`` or
+    ``"grid"``, ``cadlab.cad.program_grammar``): decoded under it, so every program stays in it."""
     inputs = collate(items, processor, eval=True)
     tokenizer = processor.tokenizer
+    end = tokenizer.convert_tokens_to_ids(END_TOKEN)
+    if grammar is not None:
+        compiled = library_grammar(grammar, tokenizer, end_ids=[end])
+        generate_kwargs["logits_processor"] = LogitsProcessorList([ConstrainedLogits(lambda row: compiled.matcher())])
     tokens = generate_sequences(model, inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.convert_tokens_to_ids(END_TOKEN), **generate_kwargs)
+                                eos_token_id=end, **generate_kwargs)
     return processor.batch_decode(tokens[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 

@@ -568,6 +568,7 @@ def truncations(full: dict, stem: str = "part") -> list[tuple[str, dict]]:
 # --------------------------------------------------------------------------------------------
 # Text
 # --------------------------------------------------------------------------------------------
+HEAD = '{"properties":'  # how every sequence text starts
 SEPARATOR = " ,"     # between two operations
 CLOSE = " ]}"        # after the last one
 
@@ -599,7 +600,7 @@ def serialize(full: dict, kept: int | None = None) -> str:
     ``truncation_metadata`` is not part of the text; ``parse`` is the inverse.
     """
     n = len(full["sequence"]) if kept is None else kept
-    head = '{"properties":' + _dumps(full["properties"]) + ',"sequence":['
+    head = HEAD + _dumps(full["properties"]) + ',"sequence":['
     body = SEPARATOR.join(_op_text(full, item) for item in full["sequence"][:n])
     return head + body + (CLOSE if kept is None else "")
 

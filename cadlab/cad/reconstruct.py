@@ -20,13 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import trimesh
+from transformers import LogitsProcessorList
 
 from cadlab.cad.cadrecode import POINT_TOKEN, extract_code, prepare_inputs
 from cadlab.cad.generation import generate_sequences
 from cadlab.cad.metrics import chamfer_distance_points
 from cadlab.cad.pointcloud import mesh_to_point_cloud, normalize_mesh
+from cadlab.cad.program_grammar import library_grammar
 from cadlab.cad.sandbox import TESSELLATION, closed_solid, run_cadquery
 from cadlab.cad.synth import NUMBER
+from cadlab.lm.grammar import ConstrainedLogits
 
 MAX_SAMPLES = 64          # --samples above this is refused (each sample is a full generation)
 DEFAULT_SAMPLES = 8       # the pipeline's pool: the greedy program + 7 sampled ones
@@ -203,7 +206,7 @@ class Reconstruction:
 @torch.no_grad()
 def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
                    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = DEFAULT_TEMPERATURE,
-                   greedy_first: bool = True) -> list[str]:
+                   greedy_first: bool = True, grammar: str | None = None) -> list[str]:
     """Programs for one or more clouds, ``samples`` per cloud, in order (cloud 0's first): the course's
     one generation wrapper (the CLI, the trainer's evaluation and notebook 07 all call it).
 
@@ -212,21 +215,32 @@ def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
     ``temperature``) with no top-k/top-p cut, with torch's random generator seeded by ``seed`` inside
     ``torch.random.fork_rng``: the same programs for the same seed, and the caller's random state is
     left as it was.
+
+    ``grammar`` (``"syntax"``, ``"grid"`` or ``"box"``, see ``cadlab.cad.program_grammar``): every
+    program is decoded under that grammar (``"box"``: the one of its own cloud), so it cannot leave it.
     """
     if not (isinstance(samples, int) and samples >= 1):
         raise ValueError(f"samples must be a positive integer, got {samples!r}.")
     inputs = prepare_inputs(points, tokenizer)
     settings = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.convert_tokens_to_ids(POINT_TOKEN))
     batch = inputs["input_ids"].shape[0]
+    clouds = np.asarray(points, dtype=np.float32).reshape(batch, -1, 3)
+    grammars = None if grammar is None else [library_grammar(grammar, tokenizer, cloud) for cloud in clouds]
+
+    def constrained(per_row: int) -> dict:       # row r of the batch is cloud r // per_row
+        if grammars is None:
+            return {}
+        return {"logits_processor": LogitsProcessorList([ConstrainedLogits(lambda r: grammars[r // per_row].matcher())])}
+
     per_cloud = [[] for _ in range(batch)]
     if greedy_first:
-        tokens = generate_sequences(model, inputs, do_sample=False, **settings)
+        tokens = generate_sequences(model, inputs, do_sample=False, **settings, **constrained(1))
         for row, text in enumerate(tokenizer.batch_decode(tokens, skip_special_tokens=False)):
             per_cloud[row].append(extract_code(text))
     n_sampled = samples - len(per_cloud[0])
     if n_sampled > 0:
         tokens = generate_sequences(model, inputs, samples=n_sampled, seed=seed, do_sample=True,
-                                    temperature=temperature, top_k=0, top_p=1.0, **settings)
+                                    temperature=temperature, top_k=0, top_p=1.0, **settings, **constrained(n_sampled))
         texts = tokenizer.batch_decode(tokens, skip_special_tokens=False)
         for i, text in enumerate(texts):      # generate returns row b's samples consecutively
             per_cloud[i // n_sampled].append(extract_code(text))
@@ -236,12 +250,14 @@ def generate_codes(model, tokenizer, points, samples: int = 1, seed: int = 0,
 def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: bool = True, seed: int = 0,
                 n_points: int = 256, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                 temperature: float = DEFAULT_TEMPERATURE, fit_seconds: float = DEFAULT_FIT_SECONDS,
-                timeout: float = 3.0, points=None, fit_evaluations: int | None = None) -> Reconstruction:
+                timeout: float = 3.0, points=None, fit_evaluations: int | None = None,
+                grammar: str | None = None) -> Reconstruction:
     """The course's reconstruction pipeline: cloud -> a pool of programs -> the best -> fitted numbers.
 
     1. The cloud is CAD-Recode's input (``mesh_to_point_cloud``: normalized, 8192 surface samples,
        farthest-point sampling, sampling seed 0), or ``points`` if given (then ``mesh`` may be None).
-    2. ``generate_codes``: the greedy program plus ``samples - 1`` sampled ones (``samples=1``: greedy only).
+    2. ``generate_codes``: the greedy program plus ``samples - 1`` sampled ones (``samples=1``: greedy only),
+       under ``grammar`` if one is named.
     3. Each runs in ``cadlab.cad.sandbox``'s sandbox and is scored by ``cloud_chamfer`` against the
        input cloud -- no ground truth is needed; the smallest score wins (best of k, as CAD-Recode
        reports best of 10, with the greedy program in the pool).
@@ -253,7 +269,7 @@ def reconstruct(mesh, model, tokenizer, samples: int = DEFAULT_SAMPLES, fit: boo
     points = np.asarray(points, dtype=np.float32)
     start = time.perf_counter()
     codes = generate_codes(model, tokenizer, points, samples=samples, seed=seed, max_new_tokens=max_new_tokens,
-                           temperature=temperature)
+                           temperature=temperature, grammar=grammar)
     generated = time.perf_counter()
     sources = ["greedy"] + [f"sample {i}" for i in range(1, len(codes))]
     candidates = [score_program(code, points, source, timeout=timeout) for code, source in zip(codes, sources)]

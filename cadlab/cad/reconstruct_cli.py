@@ -44,6 +44,7 @@ from cadlab.cad.cadrille_processor import MODES, collate, mode_item
 from cadlab.cad.metrics import CD_SCALE, chamfer_distance, iou
 from cadlab.cad.plots import save_preview
 from cadlab.cad.pointcloud import load_solid
+from cadlab.cad.program_grammar import LEVELS
 from cadlab.cad.reconstruct import (
     DEFAULT_FIT_SECONDS,
     DEFAULT_MAX_NEW_TOKENS,
@@ -55,6 +56,7 @@ from cadlab.cad.reconstruct import (
     to_frame_of,
 )
 from cadlab.cad.sandbox import closed_solid, run_cadquery, why_invalid
+from cadlab.paths import MINI_CADRECODE_DIR
 
 PROG = "cadlab reconstruct"
 BAD_INPUT = 1                      # exit status for a mesh or a model that cannot be used (2: bad arguments)
@@ -102,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="PATH", default=None,
                         help="a CAD-Recode checkpoint folder or hub id (default: the course's mini CAD-Recode, "
                              "shipped with cadlab); e.g. filapro/cad-recode-v1.5 if you have it")
+    parser.add_argument("--grammar", choices=LEVELS, default=None,
+                        help="decode under a grammar of the course's part language (notebook 10): 'syntax' (any "
+                             "integers), 'grid' (numbers in the -100..100 frame) or 'box' (numbers inside the "
+                             "input cloud's bounding box); default: none. Only for models that write that "
+                             "language (the mini CAD-Recode), not the real checkpoint")
     return parser
 
 
@@ -164,6 +171,14 @@ def check_max_new_tokens(max_new_tokens: int, checkpoint) -> None:
                    f"tokens (prompt and program together); give at most {checkpoint.context}")
 
 
+def check_grammar(grammar: str | None, model: str | None) -> None:
+    """``--grammar`` describes the course's part language (``cadlab.cad.synth``); the released
+    CAD-Recode writes a wider one (several workplanes, other operations), which the grammar would cut."""
+    if grammar is not None and model is not None and Path(model).resolve() != MINI_CADRECODE_DIR.resolve():
+        fail(PROG, f"--grammar {grammar} describes the course's part language, which only the mini CAD-Recode "
+                   f"writes; {model} may write programs outside it. Drop --grammar for this model.")
+
+
 def check_outputs(folder, names) -> dict:
     """``{name: folder / name}`` once ``folder`` (-o) and each file in it are known writable; nothing is created.
 
@@ -222,6 +237,7 @@ def run(args, out=None, err=None) -> int:
         fail(PROG, f"--temperature 0 is greedy decoding, and the pool's first program is already the greedy one: "
                    f"give the {args.samples - 1} sampled programs a temperature of at least "
                    f"{arguments.MIN_TEMPERATURE:g}, or use --samples 1 for greedy only")
+    check_grammar(args.grammar, args.model)
     check_max_new_tokens(args.max_new_tokens, check_checkpoint(args.model, "CAD-Recode"))
     paths = check_outputs(args.output, [f"{part.stem}{suffix}" for suffix in (".py", "_pred.stl", "_preview.png")])
     py, stl, png = paths.values()
@@ -234,7 +250,7 @@ def run(args, out=None, err=None) -> int:
     try:
         result = reconstruct(mesh, model, tokenizer, samples=args.samples, fit=args.fit, seed=args.seed,
                              max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                             fit_seconds=args.fit_seconds)
+                             fit_seconds=args.fit_seconds, grammar=args.grammar)
     finally:
         torch.set_num_threads(threads)
     print(result.code, file=out, end="" if result.code.endswith("\n") else "\n")
@@ -333,6 +349,9 @@ def run_cadrille(argv) -> int:
     parser.add_argument("-o", "--output", metavar="DIR", default=".", help="output folder (default: .)")
     parser.add_argument("--max-new-tokens", metavar="N", type=arguments.positive_int, default=768,
                         help="longest program in tokens, at most the model's context (default 768)")
+    parser.add_argument("--grammar", choices=LEVELS[:2], default=None,
+                        help="decode under a grammar of the course's part language (notebook 10): 'syntax' or "
+                             "'grid' (default: none)")
     args = parser.parse_args(argv)
 
     if args.mode == "text":
@@ -369,7 +388,8 @@ def run_cadrille(argv) -> int:
     try:
         start = time.perf_counter()
         item = mode_item(args.mode, mesh=mesh, text=args.text, shading=processor.shading)
-        code = cadrille.generate_code(model, processor, [item], max_new_tokens=args.max_new_tokens)[0]
+        code = cadrille.generate_code(model, processor, [item], max_new_tokens=args.max_new_tokens,
+                                      grammar=args.grammar)[0]
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import GenerationConfig
+from transformers import GenerationConfig, LogitsProcessorList
 
 from cadlab import arguments
 from cadlab.cad import autocomplete as ac
@@ -54,6 +54,9 @@ from cadlab.cad import deepcad
 from cadlab.cad.generation import generate_sequences
 from cadlab.cad.metrics import iou
 from cadlab.cad.sandbox import closed_solid
+from cadlab.cad.sequence_grammar import sequence_lark
+from cadlab.lm.grammar import ConstrainedLogits
+from cadlab.lm.guidance import LibraryGrammar
 from cadlab.lm.memory import set_checkpointing
 from cadlab.lm.models import DECODER_PROJECTIONS, ModelLoadError, check_lm_source, load_lm
 from cadlab.paths import AUTOCOMPLETE_LORA_DIR, cache_dir
@@ -67,6 +70,8 @@ HELD_OUT_START = 1_000_000            # held-out part seeds; training seeds are 
 TARGETS = DECODER_PROJECTIONS        # LoRA on every projection of every decoder layer
 FRACTIONS = (0.25, 0.5, 0.75)
 SAMPLING = {"temperature": 0.7, "top_p": 0.9}          # the training note's generate() settings
+GRAMMAR_SUFFIX = "+grammar"                           # "greedy+grammar": decoded under the sequence grammar
+DECODINGS = ("greedy", "sampled", "greedy" + GRAMMAR_SUFFIX, "sampled" + GRAMMAR_SUFFIX)
 
 
 @dataclass
@@ -299,12 +304,29 @@ def kept_for(n_ops: int, fraction: float) -> int:
     return max(1, min(n_ops - 1, math.floor(n_ops * fraction + 0.5)))
 
 
+def json_start(tokenizer, prompt: str) -> int:
+    """The index of the prompt's first token of the sequence text (``{"properties":...``): the grammar
+    matcher takes the prompt's tokens from there on as already written. The text follows a newline,
+    a pre-tokenizer split, so no token straddles the cut (a ValueError says so if one does)."""
+    cut = prompt.index(deepcad.HEAD)
+    index, straddles = ac.token_boundary(tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"], cut)
+    if straddles:
+        raise ValueError(f"a token of this prompt straddles the start of the sequence text at character {cut}; "
+                         "the grammar needs the sequence to start on a token boundary.")
+    return index
+
+
 @torch.no_grad()
 def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: bool = False, seed: int = 0,
-             batch_size: int = 16) -> list[str]:
+             batch_size: int = 16, grammar=None, stats: dict | None = None) -> list[str]:
     """The model's continuation of each prompt, up to and including the close ``" ]}"`` (or the end
     token, or ``max_new_tokens``). Left-padded batches; greedy, or the training note's sampling (temperature
-    0.7, top-p 0.9) after ``torch.manual_seed(seed + batch index)``."""
+    0.7, top-p 0.9) after ``torch.manual_seed(seed + batch index)``.
+
+    ``grammar`` (a ``cadlab.lm.guidance.LibraryGrammar`` of ``cadlab.cad.sequence_grammar.sequence_lark``):
+    each row's matcher first takes the kept operations' tokens (from ``json_start`` on), then masks every
+    step, so the completion stays a prefix of a valid sequence text. ``stats``, if given, adds up
+    ``mask_seconds`` and ``steps``."""
     eos = tokenizer.eos_token_id
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=eos, eos_token_id=eos,
                               stop_strings=[deepcad.CLOSE], **(SAMPLING if sample else {}))
@@ -314,10 +336,18 @@ def complete(model, tokenizer, prompts: list[str], max_new_tokens: int, sample: 
         width = max(map(len, encoded))
         ids = torch.tensor([[eos] * (width - len(e)) + e for e in encoded])
         mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+        kwargs = {}
+        if grammar is not None:
+            written = [e[json_start(tokenizer, p):] for e, p in zip(encoded, prompts[b:b + batch_size])]
+            processor = ConstrainedLogits(lambda row: grammar.matcher(written=written[row]))
+            kwargs["logits_processor"] = LogitsProcessorList([processor])
         if sample:
             torch.manual_seed(seed + b)
         generated = generate_sequences(model, {"input_ids": ids, "attention_mask": mask}, generation_config=config,
-                                       tokenizer=tokenizer)
+                                       tokenizer=tokenizer, **kwargs)
+        if grammar is not None and stats is not None:
+            stats["mask_seconds"] = stats.get("mask_seconds", 0.0) + processor.mask_seconds
+            stats["steps"] = stats.get("steps", 0) + processor.steps
         for row in generated[:, width:]:
             text = tokenizer.decode([t for t in row.tolist() if t != eos])
             cut = text.find(deepcad.CLOSE)
@@ -381,12 +411,14 @@ def completion_table(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("g
     table = {"seeds": list(seeds), "fractions": list(fractions), "batch_size": batch_size, "seed": seed}
     for decoding in decodings:
         t0 = time.time()
-        rows = []
+        rows, stats = [], {}
+        grammar = LibraryGrammar(tokenizer, lark=sequence_lark()) if decoding.endswith(GRAMMAR_SUFFIX) else None
         for b in range(0, len(items), batch_size):
             chunk = items[b:b + batch_size]
             budget = int(1.3 * max(it["truth_tokens"] for it in chunk)) + 16
-            texts = complete(model, tokenizer, [it["prompt"] for it in chunk], budget, sample=decoding == "sampled",
-                             seed=seed + b, batch_size=batch_size)
+            texts = complete(model, tokenizer, [it["prompt"] for it in chunk], budget,
+                             sample=decoding.startswith("sampled"), seed=seed + b, batch_size=batch_size,
+                             grammar=grammar, stats=stats)
             for it, text in zip(chunk, texts):
                 caption, full, mesh = truths[it["seed"]]
                 rows.append({k: v for k, v in it.items() if k != "prompt"} | {"completion": text}
@@ -395,7 +427,7 @@ def completion_table(model, tokenizer, seeds, fractions=FRACTIONS, decodings=("g
                 print(f"{decoding}: {len(rows)}/{len(items)} completions, {time.time() - t0:.0f} s", flush=True)
         by_fraction = {str(f): summarize([r for r in rows if r["fraction"] == f]) for f in fractions}
         families = sorted({r["family"] for r in rows})
-        table[decoding] = {"by_fraction": by_fraction, "seconds": round(time.time() - t0, 1),
+        table[decoding] = {"by_fraction": by_fraction, "seconds": round(time.time() - t0, 1), **stats,
                            "by_family": {fam: summarize([r for r in rows if r["family"] == fam]) for fam in families},
                            "rows": rows}
         if on_decoding is not None:
@@ -522,8 +554,9 @@ def main(argv=None) -> int:
                         default=["base", "fine_tuned", "kept_only"],
                         help="--eval: the base model, the fine-tuned one and/or the kept-only baseline")
     parser.add_argument("--parts", type=arguments.positive_int, default=16, help="--eval: held-out parts")
-    parser.add_argument("--decodings", nargs="+", choices=["greedy", "sampled"], default=["greedy", "sampled"],
-                        help="--eval: which decodings (one per process lets two run side by side)")
+    parser.add_argument("--decodings", nargs="+", choices=DECODINGS, default=["greedy", "sampled"],
+                        help="--eval: which decodings (one per process lets two run side by side); "
+                             "'+grammar': under the sequence grammar (notebook 10)")
     parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where the resumable training state lives")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where the shipped adapter is written")
     loop.flags(parser, TrainSettings)
