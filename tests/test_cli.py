@@ -7,7 +7,7 @@ import pytest
 from cadlab import cli
 
 TOOLS = ["doctor", "reconstruct", "iterative-generate", "bench", "babygpt", "train-babygpt", "train-cadrecode",
-         "train-autocomplete", "train-cadrille"]
+         "train-autocomplete", "train-cadrille", "eval-grammar"]
 
 
 def test_help_lists_every_command(capsys):

@@ -24,6 +24,7 @@ from cadlab.exercises.pointcloud import primer_part
 from cadlab.exercises import describe, function_name
 from cadlab.lm import anatomy, sampling
 from cadlab.lm.babygpt import distinct_n
+from cadlab.lm.grammar import Automaton, integers, to_regex
 from cadlab.lm.kvcache import append_kv, decode_attention, kv_cache_bytes
 from cadlab.lm.parallel_decoding import jacobi_step, verified_prefix
 
@@ -90,6 +91,11 @@ def reward(iou):
     return -10.0 if iou is None else 10.0 * iou
 
 
+def masked_distribution(logits, allowed):
+    return (torch.softmax(logits.masked_fill(~allowed, float("-inf")), -1),
+            float(torch.softmax(logits, -1)[allowed].sum()))
+
+
 def window_loss(micro_batches):
     total = sum(int(m.sum()) for _, m in micro_batches)
     return None if total == 0 else sum(float(l[m].sum()) for l, m in micro_batches) / total
@@ -124,6 +130,9 @@ REFERENCE = {
     "check_boundary": lambda offsets, cut: ac.token_boundary(offsets, cut)[0],
     "check_window_loss": window_loss,
     "check_merged_weight": lambda w, a, b, alpha, r: w + (alpha / r) * (b @ a),
+    "check_allowed": lambda automaton, texts, state: [i for i, t in texts.items() if t and automaton.walk(state, t) != -1],
+    "check_integer_grammar": lambda hi: integers(0, hi),
+    "check_masked_distribution": masked_distribution,
 }
 
 
@@ -153,6 +162,11 @@ ACCEPTED = {
     "check_through_bore": {"the Solid": _then("check_through_bore", lambda w: w.val())},
     "check_cached_greedy": {"numpy array": _then("check_cached_greedy", lambda t: t.numpy()),
                             "nested list": _then("check_cached_greedy", lambda t: t.tolist())},
+    "check_allowed": {"a set": _then("check_allowed", set), "numpy ints": _then("check_allowed",
+                                                                                  lambda ids: [np.int64(i) for i in ids])},
+    "check_masked_distribution": {"numpy p": _then("check_masked_distribution", lambda pk: (pk[0].numpy(), pk[1])),
+                                  "0-d tensor kept": _then("check_masked_distribution",
+                                                           lambda pk: (pk[0], torch.tensor(pk[1])))},
     "check_box_iou": {"numpy float64": _then("check_box_iou", np.float64),
                       "0-d tensor": _then("check_box_iou", lambda v: torch.tensor(float(v), dtype=torch.float64))},
     "check_to_grid": {"nested list": _then("check_to_grid", np.ndarray.tolist),
@@ -386,6 +400,22 @@ SPECIFIC = {
         "(sum, count)": (lambda mbs: (1.0, 2), "returned a tuple of 2 items"),
         "a str for the empty window": (lambda mbs: "nothing" if window_loss(mbs) is None else window_loss(mbs),
                                        "label tokens per micro-batch [0, 0]: your function returned the str 'nothing'"),
+    },
+    "check_allowed": {
+        "the token texts": (lambda automaton, texts, state: ["f(", "f"], "returned a list of 2 items"),
+        "a mask tensor": (lambda automaton, texts, state: torch.ones(20, dtype=torch.bool), "bool torch tensor of shape (20,)"),
+        "(ids, count)": (lambda automaton, texts, state: ([0, 1], 2), "returned a tuple of 2 items"),
+    },
+    "check_integer_grammar": {
+        "the regex": (lambda hi: to_regex(integers(0, hi)), "returned the str"),
+        "the automaton": (lambda hi: Automaton(integers(0, hi)), "returned an Automaton"),
+        "the numbers": (lambda hi: [str(n) for n in range(hi + 1)], "returned a list of 256 items"),
+    },
+    "check_masked_distribution": {
+        "p only": (T("check_masked_distribution", lambda pk: pk[0]), "float64 torch tensor of shape (12,)"),
+        "kept as a one-element tensor": (T("check_masked_distribution", lambda pk: (pk[0], torch.tensor([pk[1]]))),
+                                         "kept: your function returned a float32 torch tensor of shape (1,)"),
+        "(p, kept, logits)": (T("check_masked_distribution", lambda pk: (*pk, None)), "returned a tuple of 3 items"),
     },
     "check_merged_weight": {
         "numpy array": (T("check_merged_weight", lambda t: t.numpy()), "numpy array"),

@@ -18,7 +18,7 @@ from cadlab.cad.cadrecode import load_cadrecode, prepare_inputs
 from cadlab.cad.program_grammar import box_grammar, library_grammar, program_grammar
 from cadlab.cad.sequence_grammar import sequence_lark
 from cadlab.cad.synth import generate_part, validate
-from cadlab.lm.grammar import (DEAD, Alt, Automaton, Chars, ConstrainedLogits, HandGrammar, Repeat, Seq, TokenTrie,
+from cadlab.lm.grammar import (DEAD, Alt, Automaton, Chars, ConstrainedLogits, HandGrammar, Repeat, Seq, Text, TokenTrie,
                                integers, one_of, to_regex)
 from cadlab.lm.guidance import LibraryGrammar
 
@@ -334,3 +334,29 @@ def test_outcome_categories():
     rows = [valid, {"outcome": "no parse", "iou": 0.0}]
     assert summarize(rows) == {"n": 2, "valid": 0.5, "no solid": 0.0, "outside the language": 0.0, "no parse": 0.5,
                                "mean_iou": pytest.approx(valid["iou"] / 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The exercises' self-checks refuse plausible wrong answers
+# ---------------------------------------------------------------------------------------------
+def test_exercise_checks_refuse_plausible_wrong_answers():
+    from cadlab.exercises import grammar as checks
+
+    assert checks.check_allowed(lambda a, texts, q: [i for i, t in texts.items() if t and a.walk(q, t) != DEAD])
+    with pytest.raises(AssertionError, match="whole token"):           # only the first character walked
+        checks.check_allowed(lambda a, texts, q: [i for i, t in texts.items() if t and a.step(q, t[0]) != DEAD])
+    with pytest.raises(AssertionError, match="prefix of some"):        # only tokens that finish a sentence
+        checks.check_allowed(lambda a, texts, q: [i for i, t in texts.items() if t and a.accepts(a.walk(q, t))])
+    assert checks.check_integer_grammar(lambda hi: integers(0, hi))
+    with pytest.raises(AssertionError, match="leading zeros"):
+        checks.check_integer_grammar(lambda hi: Alt(*(Text(f"{n:0{len(str(hi))}d}") for n in range(hi + 1)),
+                                                    *(Text(str(n)) for n in range(hi + 1))))
+    with pytest.raises(AssertionError, match="accepts"):                # one too many
+        checks.check_integer_grammar(lambda hi: integers(0, hi + 1))
+    with pytest.raises(AssertionError, match="renormalized"):
+        checks.check_masked_distribution(lambda logits, allowed: (torch.softmax(logits, -1) * allowed,
+                                                                  float(torch.softmax(logits, -1)[allowed].sum())))
+    with pytest.raises(AssertionError, match="forbidden share"):
+        checks.check_masked_distribution(lambda logits, allowed: (
+            torch.softmax(logits.masked_fill(~allowed, float("-inf")), -1),
+            1 - float(torch.softmax(logits, -1)[allowed].sum())))

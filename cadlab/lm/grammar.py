@@ -22,6 +22,11 @@ stops a branch at its first dead character, so one step visits only the live par
 ``HandMatcher`` keeps ``q`` for one sequence; ``ConstrainedLogits`` is the ``LogitsProcessor`` that
 sets every forbidden logit to -inf, one matcher per row (the mask comes before temperature and top-p,
 as transformers runs custom processors before its warpers).
+
+**Forced text.** Where the grammar leaves no choice, a library such as llguidance allows only the
+token the tokenizer itself would write there (``HandMatcher(fast_forward=...)`` follows its rule), so
+that the model reads its own kind of tokenization; with that rule the hand mask equals llguidance's
+(``tests/test_grammar.py``).
 """
 
 from __future__ import annotations

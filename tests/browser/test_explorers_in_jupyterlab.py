@@ -42,6 +42,8 @@ NEEDS = {
                             [("def show_reconstruction", "dropdown", "shape", "cadlab/data/parts/")]),
     "08_cadrille.ipynb": ([], [("def explore(mode", "dropdown", "part", "10000002")]),
     "09_cad_autocomplete.ipynb": (["tuned, _ = ta.load_autocomplete"], [("def explore(seed", "slider", "kept ops", "2")]),
+    "10_constrained_decoding.ipynb": (['recode = logs["cadrecode"]["grammar"]'],
+                                      [("def explore(shape", "dropdown", "grammar", "box")]),
 }
 RUN_TIMEOUT_S = 150          # one notebook's cells, on a loaded 2-core machine
 CHANGE_TIMEOUT_S = 90        # one explorer step (notebook 07 runs the whole pipeline: generation, sandbox, fit)
