@@ -1,7 +1,7 @@
 """The package's layout holds: two halves and a training folder, imports that run one way, no circles.
 
-    cadlab/lm     the language-model half (notebooks 01-05): imports nothing from cad/ or train/
-    cadlab/cad    the CAD half (notebooks 06-09): imports nothing from train/
+    cadlab/lm     the language-model half (notebooks 01-05, 10): imports nothing from cad/ or train/
+    cadlab/cad    the CAD half (notebooks 06-10): imports nothing from train/
     cadlab/train  the training loop and one recipe per shipped model: may import both halves
     cadlab/paths.py, cadlab/arguments.py   where files live, what the commands accept: import neither half
 
