@@ -173,6 +173,11 @@ BAD_INPUTS = [
     case("cadlab train-autocomplete --eval --parts 0", "at least 1"),
     case("cadlab train-autocomplete --eval --which best", "invalid choice"),
     case("cadlab train-autocomplete --eval --out {tmp}/folder", "holds no LoRA adapter"),
+    case("cadlab train-autocomplete --eval --decodings greedy+regex", "invalid choice"),
+    # ---- cadlab eval-grammar
+    case("cadlab eval-grammar", "required: --model"),
+    case("cadlab eval-grammar --model gpt2", "invalid choice"),
+    case("cadlab eval-grammar --model cadrecode --shapes 0", "at least 1"),
     # ---- python -m cadlab.lm.memory
     case("python -m cadlab.lm.memory --lengths 0", "at least 1"),
     case("python -m cadlab.lm.memory --repeats 0", "at least 1"),

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cadlab import arguments
 from cadlab.cad.cadrecode import load_cadrecode
 from cadlab.cad.cadrille import generate_code, load_cadrille, model_shading
 from cadlab.cad.cadrille_processor import MODES
@@ -145,7 +146,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="cadlab eval-grammar", description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=["cadrecode", "cadrille"], required=True,
                         help="which shipped model's held-out set to decode")
-    parser.add_argument("--shapes", type=int, default=None, help="only the first N parts (default: all)")
+    parser.add_argument("--shapes", type=arguments.positive_int, default=None,
+                        help="only the first N parts (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.model == "cadrecode":
