@@ -76,8 +76,13 @@ def summarize(rows: list[dict]) -> dict:
             "mean_iou": float(np.mean([r["iou"] for r in rows]))}
 
 
-def _table(rows: list[dict], keys) -> dict:
-    return {key: summarize([r for r in rows if (r["decoding"], r["level"]) == key]) for key in keys}
+def summarize_by(rows: list[dict], fields) -> dict:
+    """``summarize`` of the rows grouped by ``fields``, keyed by their values joined with spaces
+    (``"greedy syntax"``), in the order the groups first appear."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(" ".join(r[f] for f in fields), []).append(r)
+    return {key: summarize(group) for key, group in groups.items()}
 
 
 def evaluate_cadrecode(model_dir=MINI_CADRECODE_DIR, n_shapes: int | None = None, levels=CADRECODE_LEVELS,
@@ -98,9 +103,8 @@ def evaluate_cadrecode(model_dir=MINI_CADRECODE_DIR, n_shapes: int | None = None
                 seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
                 rows.append({"seed": test["seeds"][i], "decoding": decoding, "level": level, "code": code,
                              **outcome(code, truth, cloud)})
-    keys = [(d, level) for d in DECODINGS for level in levels]
     return {"shapes": n, "temperature": DEFAULT_TEMPERATURE, "torch_threads": torch.get_num_threads(),
-            "summary": {f"{d} {level}": s for (d, level), s in _table(rows, keys).items()},
+            "summary": summarize_by(rows, ("decoding", "level")),
             "generate_seconds": {k: round(v, 1) for k, v in seconds.items()}, "rows": rows}
 
 
@@ -125,14 +129,8 @@ def evaluate_cadrille(model_dir=MINI_CADRILLE_DIR, n_shapes: int = EVAL_SHAPES, 
                     seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
                     rows.append({"seed": parts["seeds"][i], "mode": mode, "decoding": decoding, "level": level,
                                  "code": code, **outcome(code, truth, cloud)})
-    summary = {}
-    for mode in MODES:
-        for decoding in DECODINGS:
-            for level in levels:
-                chosen = [r for r in rows if (r["mode"], r["decoding"], r["level"]) == (mode, decoding, level)]
-                summary[f"{mode} {decoding} {level}"] = summarize(chosen)
     return {"shapes": len(parts["codes"]), "temperature": DEFAULT_TEMPERATURE, "torch_threads": torch.get_num_threads(),
-            "summary": summary, "generate_seconds": {k: round(v, 1) for k, v in seconds.items()}, "rows": rows}
+            "summary": summarize_by(rows, ("mode", "decoding", "level")), "generate_seconds": {k: round(v, 1) for k, v in seconds.items()}, "rows": rows}
 
 
 def write(model_dir: Path, result: dict) -> None:
