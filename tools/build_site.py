@@ -136,7 +136,8 @@ def without_widgets(notebook):
 
 
 def nav(links: list[tuple[str, str]], note: str = "") -> str:
-    items = "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>' for href, text in links)
+    """The bar at the top of a page: (text, href) links, then a note."""
+    items = "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>' for text, href in links)
     return f'<nav class="site-nav">{items}{note}</nav>'
 
 
