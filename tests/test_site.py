@@ -180,3 +180,27 @@ def test_explorers_and_diagrams_carry_their_note(notebook, site):
     diagrams = sum(len(MERMAID.findall(c.source)) for c in cells if c.cell_type == "markdown")
     assert page.count('<div class="jp-Mermaid site-diagram"><p class="site-note">') == diagrams, notebook.name
     assert page.count('<div class="jp-Mermaid">') == 0, f"{notebook.name}: a diagram without its note"
+
+
+def test_an_explorer_keeps_its_stored_still_and_loses_its_widget_view():
+    """An explorer stored with outputs (a printed line, a picture, the widget's view): the page shows the line
+    and the picture as a still, drops the view and the notebook's widget state, and says how to run it."""
+    still = "a 1x1 PNG standing for the explorer's first picture"
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    cell = nbformat.v4.new_code_cell("import ipywidgets as widgets\nwidgets.interact(show, n=(1, 9));", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="n = 5: the first run\n"),
+        nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": still}),
+        nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": "abc", "version_major": 2, "version_minor": 0},
+            "text/plain": "interactive(children=(IntSlider(value=5),))"}),
+    ])
+    plain = nbformat.v4.new_code_cell("print('not an explorer')", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="not an explorer\n")])
+    notebook = nbformat.v4.new_notebook(cells=[cell, plain])
+    notebook.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    page = build_site.render(build_site.site_exporter(), notebook, "demo", "notebooks/99_demo.ipynb", "")
+    assert "n = 5: the first run" in page and f"data:image/png;base64,{png}" in page
+    assert "interactive(children" not in page and "widget-state" not in page and "widget-view" not in page
+    notes = re.findall(r'<p class="site-note site-explorer">(.*?)</p>', page, re.S)
+    assert len(notes) == 1, "one note, for the explorer only"
+    assert "as a still" in notes[0] and "make lab" in notes[0] and "notebooks/99_demo.ipynb" in notes[0]

@@ -48,11 +48,12 @@ MERMAID_NOTE = ('<div class="jp-Mermaid site-diagram"><p class="site-note">A dia
                 'JupyterLab draws it (<code>make lab</code>).</p>')
 
 PAGE_CSS = """
-.site-nav { font-family: system-ui, sans-serif; font-size: 14px; background: #f3f5f8; border: 1px solid #d8dee6;
+.site-nav { margin-left: var(--jp-cell-prompt-width, 64px) !important; font-family: system-ui, sans-serif; font-size: 14px; background: #f3f5f8; border: 1px solid #d8dee6;
             border-radius: 6px; padding: 8px 12px; margin: 12px 0 20px; line-height: 1.6; }
 .site-nav a { margin-right: 14px; }
 .site-note { font-family: system-ui, sans-serif; font-size: 13px; color: #5a4500; background: #fff8e1;
              border-left: 4px solid #f0b400; padding: 6px 10px; margin: 6px 0; }
+p.site-explorer { margin-left: var(--jp-cell-prompt-width, 64px); }
 .site-diagram pre.mermaid { background: #f7f7f7; border: 1px dashed #bbb; padding: 8px; }
 """
 
@@ -66,9 +67,11 @@ TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block body_header -%}{{ super() }}{{ resources.site_nav }}{%- endblock body_header -%}
 {% block codecell %}{{ super() }}
 {%- if cell.metadata.get("site_explorer") -%}
-<p class="site-note site-explorer">An explorer: its controls need a live kernel, so this page shows only what
-was stored of it. To use it, run <code>make lab</code> and open <code>{{ resources.site_notebook }}</code>,
-then run the notebook's cells from the top.</p>
+<p class="site-note site-explorer">An explorer: its controls need a live kernel.
+{%- if cell.outputs %} What it printed and drew on its first run, stored with the notebook, is shown above as a still.
+{%- else %} The notebook stores no output of it (what it shows depends on the controls).
+{%- endif %} To use it, run <code>make lab</code>, open <code>{{ resources.site_notebook }}</code> and run its
+cells from the top.</p>
 {%- endif -%}
 {% endblock codecell %}
 """
@@ -141,13 +144,23 @@ def nav(links: list[tuple[str, str]], note: str = "") -> str:
     return f'<nav class="site-nav">{items}{note}</nav>'
 
 
+def site_exporter() -> HTMLExporter:
+    """nbconvert's HTMLExporter with the 'lab' template, less its network scripts (TEMPLATE)."""
+    return HTMLExporter(template_name="lab", template_file="site.html.j2",
+                        extra_loaders=[jinja2.DictLoader({"site.html.j2": TEMPLATE})])
+
+
+def render(exporter: HTMLExporter, notebook, name: str, label: str, site_nav: str) -> str:
+    """A notebook's page from its stored outputs: ``name`` is its title, ``label`` its path for the notes."""
+    resources = {"site_nav": site_nav, "site_notebook": label, "metadata": {"name": name}}
+    body, _ = exporter.from_notebook_node(without_widgets(notebook), resources=resources)
+    return body.replace(MERMAID_BLOCK, MERMAID_NOTE)
+
+
 def export(exporter: HTMLExporter, notebook_path: Path, out: Path, site_nav: str) -> Path:
-    """One notebook's page, from its stored outputs."""
-    notebook = without_widgets(nbformat.read(notebook_path, as_version=4))
-    resources = {"site_nav": site_nav, "site_notebook": notebook_path.relative_to(ROOT).as_posix(),
-                 "metadata": {"name": notebook_path.stem}}
-    body, _ = exporter.from_notebook_node(notebook, resources=resources)
-    body = body.replace(MERMAID_BLOCK, MERMAID_NOTE)
+    """One notebook's page, written into the site."""
+    notebook = nbformat.read(notebook_path, as_version=4)
+    body = render(exporter, notebook, notebook_path.stem, notebook_path.relative_to(ROOT).as_posix(), site_nav)
     target = out / page_name(notebook_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(body, encoding="utf-8")
@@ -220,9 +233,7 @@ def build(out: Path = DEFAULT_OUT) -> Path:
     """Write the whole site into ``out`` (emptied first) and return its index page."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    exporter = HTMLExporter(template_name="lab", template_file="site.html.j2",
-                            extra_loaders=[jinja2.DictLoader({"site.html.j2": TEMPLATE})])
-    lesson_pages(exporter, out)
+    lesson_pages(site_exporter(), out)
     return index_page(out)
 
 
