@@ -112,7 +112,8 @@ def test_every_internal_link_and_source_resolves(site, pages):
                     ids = parsed.ids if file == path else parse(file.read_text(encoding="utf-8")).ids
                     # as a browser looks for it: the fragment as written, then percent-decoded (nbconvert's
                     # heading ids are percent-encoded, and so are the links to them)
-                    assert {target.fragment, unquote(target.fragment)} & ids, f"{path.relative_to(site)}: {link}: no such anchor"
+                    assert {target.fragment, unquote(target.fragment)} & ids, \
+                        f"{path.relative_to(site)}: {link}: no such anchor"
                 checked += 1
     assert checked > 50, f"only {checked} internal links: the index and the page navigation alone have more"
 

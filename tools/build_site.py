@@ -48,8 +48,9 @@ MERMAID_NOTE = ('<div class="jp-Mermaid site-diagram"><p class="site-note">A dia
                 'JupyterLab draws it (<code>make lab</code>).</p>')
 
 PAGE_CSS = """
-.site-nav { margin-left: var(--jp-cell-prompt-width, 64px) !important; font-family: system-ui, sans-serif; font-size: 14px; background: #f3f5f8; border: 1px solid #d8dee6;
-            border-radius: 6px; padding: 8px 12px; margin: 12px 0 20px; line-height: 1.6; }
+.site-nav { font-family: system-ui, sans-serif; font-size: 14px; background: #f3f5f8; border: 1px solid #d8dee6;
+            border-radius: 6px; padding: 8px 12px; margin: 12px 0 20px var(--jp-cell-prompt-width, 64px);
+            line-height: 1.6; }
 .site-nav a { margin-right: 14px; color: #0b57d0; text-decoration: underline; }
 .site-note { font-family: system-ui, sans-serif; font-size: 13px; color: #5a4500; background: #fff8e1;
              border-left: 4px solid #f0b400; padding: 6px 10px; margin: 6px 0; }

@@ -1,7 +1,7 @@
 """The static site of `make site` in headless Chromium with every http(s) request refused: the index and the
 CAD page of notebook 07 open with no console error and no page error, and notebook 07's 3-D viewers draw
-(three.js is carried inline). Screenshots go to out/browser/site_index.png, out/browser/site_07.png (the top of the page) and
-out/browser/site_07_viewer.png (its first 3-D view)."""
+(three.js is carried inline). Screenshots go to out/browser/site_index.png, out/browser/site_07.png (the top
+of the page) and out/browser/site_07_viewer.png (its first 3-D view)."""
 
 from __future__ import annotations
 
