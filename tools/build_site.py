@@ -96,7 +96,8 @@ def is_explorer(cell) -> bool:
 
 
 def lessons() -> list[Path]:
-    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    """notebooks/01_*.ipynb ... notebooks/10_*.ipynb, in order."""
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def solutions_of(lesson: Path) -> Path:
@@ -173,6 +174,7 @@ STATIC_NOTE = ('<br>A static copy of the stored outputs: formulas are shown as t
 
 
 def lesson_pages(exporter: HTMLExporter, out: Path) -> None:
+    """Each lesson's page, linking to its solutions' page, and that page, linking back."""
     for lesson in lessons():
         solutions = solutions_of(lesson)
         export(exporter, lesson, out, nav([("Course index", "index.html"),
