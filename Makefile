@@ -78,7 +78,7 @@ LESSONS := $(sort $(filter-out %_solutions.ipynb,$(wildcard notebooks/[0-9][0-9]
 NBVAL := -p tests.notebooks.conftest --nbval --nbval-current-env \
 	--nbval-sanitize-with tests/notebooks/sanitize.cfg --nbval-cell-timeout=600
 
-.PHONY: setup check-python check lab test unit browser notebooks execute solutions wheelhouse lock clean
+.PHONY: setup check-python check lab test unit browser notebooks execute solutions site wheelhouse lock clean
 
 setup: $(STAMP)
 
@@ -222,6 +222,12 @@ execute: setup
 	for solution in $$($(PY) tools/make_solutions.py $(filter-out notebooks/solutions/%,$(NB))); do \
 		$(OFFLINE) $(EXECUTE) "$$solution" || exit 1; \
 	done
+
+# A static website of the executed course in build/site/ (open build/site/index.html): every lesson and
+# solutions notebook as a page of its stored outputs (nothing is executed), and an index with the syllabus.
+# Offline: the pages load nothing from the network. tests/test_site.py builds it too, so `make test` does.
+site: setup
+	$(OFFLINE) $(PY) tools/build_site.py $(ARGS)
 
 # The venv (and the Python it was made with: the next `make setup` may pick another).
 clean:
