@@ -13,6 +13,8 @@ A stated time is marked in markdown (a notebook's markdown cells, README.md, doc
     <!--time:machine-->…<!--/time-->             where and when the times were recorded
     <!--time:slow-cells-->…<!--/time-->          a table of every cell that took SLOW_CELL s or more
     <!--time:slow-cell-threshold-->…<!--/time--> SLOW_CELL itself
+    <!--time:agenda/90-min-->…<!--/time-->       a workshop agenda of tools/agendas.py, its clock and run times
+    <!--time:exercises-->…<!--/time-->           every lesson's exercises, and which each agenda sets in class
 
 HTML comments do not render, so a reader sees only the time. Usage:
 
@@ -159,6 +161,15 @@ def stated(key: str, data: dict, root: Path = ROOT) -> str:
         return slow_cells(data, root)
     if key == "slow-cell-threshold":
         return say_seconds(SLOW_CELL)
+    if key.startswith("agenda/") or key == "exercises":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import agendas  # imported here: agendas uses say_seconds from this module
+        if key == "exercises":
+            return agendas.exercise_table()
+        name = key.removeprefix("agenda/")
+        if name not in agendas.AGENDAS:
+            raise KeyError(f"no agenda {name!r} in tools/agendas.py ({', '.join(agendas.AGENDAS)})")
+        return "\n" + agendas.render(agendas.AGENDAS[name], data)
     if key == "lessons":
         return say_seconds(sum(entry["seconds"] for entry in lessons.values()))
     if key == "machine":
