@@ -131,8 +131,8 @@ def exercise_table() -> str:
             for slot in day:
                 if slot.notebook:
                     in_class[name].setdefault(slot.notebook, set()).update(slot.exercises)
-    rows = ["| Lesson | Exercises | " + " | ".join(f"In class: {a.title.split(':')[0].lower()}" for a in AGENDAS.values())
-            + " |", "|---|---|" + "---|" * len(AGENDAS)]
+    labels = [f"In class: {agenda.title.split(':')[0].lower()}" for agenda in AGENDAS.values()]
+    rows = ["| Lesson | Exercises | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(AGENDAS)]
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         key = path.name[:2]
         names = exercises(key)
