@@ -165,6 +165,10 @@ def check(agenda: Agenda) -> None:
                 raise ValueError(f"{slot.title}: a takeaway and two or three questions with answers are needed")
 
 
+def day_slots(agenda: Agenda) -> list[Slot]:
+    return [slot for day in agenda.days for slot in day]
+
+
 def clock(minutes: int, from_midnight: bool) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}" if from_midnight else f"{minutes // 60}:{minutes % 60:02d}"
 
@@ -172,7 +176,7 @@ def clock(minutes: int, from_midnight: bool) -> str:
 def _sections(keys, known: dict[str, Section]) -> str:
     """('3',) -> 'section 3'; ('1', '2') -> 'sections 1, 2'; an unnumbered one by its heading; () -> '—'."""
     numbered = [key for key in keys if SECTION_KEY.match(key)]
-    named = [f"“{known[key].heading}”" for key in keys if not SECTION_KEY.match(key)]
+    named = [f"“{known[key].heading.split(' — ')[0]}”" for key in keys if not SECTION_KEY.match(key)]
     said = named + ([("section " if len(numbered) == 1 else "sections ") + ", ".join(numbered)] if numbered else [])
     return ", ".join(said) or "—"
 
@@ -206,7 +210,9 @@ def render(agenda: Agenda, record: dict) -> str:
             run_all += entry["seconds"]
             live_total += live_seconds
             in_class[slot.notebook] = in_class.get(slot.notebook, 0) + slot.minutes
-            skipped = [k for k in known if k != "top" and k not in slot.live + slot.shown]
+            covered = {k for other in day_slots(agenda) if other.notebook == slot.notebook
+                       for k in other.live + other.shown}   # a lesson split over two slots skips neither's part
+            skipped = [k for k in known if k != "top" and k not in covered]
             live = f"Run All ({say_seconds(entry['seconds'])})"
             if slot.live:
                 live += f"; {_sections(slot.live, known)} again ({say_seconds(live_seconds)})"
@@ -494,7 +500,7 @@ TWO_DAYS = Agenda(
                       "positions takes the saving away.",
              questions=Q04),
         BREAK,
-        Slot(75, "05 Parallel decoding", "05", live=("1", "2", "3", "4"), shown=("6",),
+        Slot(75, "05 Parallel decoding", "05", live=("1", "2", "3", "4"), shown=("5", "6"),
              exercises=("jacobi_step", "verified_prefix"),
              takeaway="Jacobi decoding equals greedy only when it commits the verified prefix, and fewer passes "
                       "are less time only when many tokens per pass are verified.",
@@ -535,6 +541,7 @@ TWO_DAYS = Agenda(
         BREAK,
         Slot(75, "10 Constrained decoding", "10", live=("1", "2", "3", "4", "6", "7", "9"), shown=("5", "8", "10"),
              exercises=("my_allowed", "my_masked"),
+             curious="Section 11 (the command line, an explorer, the third exercise) is homework.",
              takeaway="A grammar becomes a mask on the logits, one step at a time: it removes programs that "
                       "cannot parse, and it distorts.",
              questions=Q10),
