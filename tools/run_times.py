@@ -10,6 +10,7 @@ A stated time is marked in markdown (a notebook's markdown cells, README.md, doc
     to run: <!--time:03-->…<!--/time-->          the whole lesson 03
     the next cell takes <!--time:03/ttft-sweep-->…<!--/time-->   one cell of lesson 03, by cell id
     <!--time:lessons-->…<!--/time-->             all lessons together
+    <!--time:longest-lesson-->…<!--/time-->      the longest lesson's run
     <!--time:machine-->…<!--/time-->             where and when the times were recorded
     <!--time:slow-cells-->…<!--/time-->          a table of every cell that took SLOW_CELL s or more
     <!--time:slow-cell-threshold-->…<!--/time--> SLOW_CELL itself
@@ -170,6 +171,8 @@ def stated(key: str, data: dict, root: Path = ROOT) -> str:
         if name not in agendas.AGENDAS:
             raise KeyError(f"no agenda {name!r} in tools/agendas.py ({', '.join(agendas.AGENDAS)})")
         return "\n" + agendas.render(agendas.AGENDAS[name], data)
+    if key == "longest-lesson":
+        return say_seconds(max(entry["seconds"] for entry in lessons.values()))
     if key == "lessons":
         return say_seconds(sum(entry["seconds"] for entry in lessons.values()))
     if key == "machine":
