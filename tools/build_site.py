@@ -73,10 +73,12 @@ MERMAID_NOTE = ('<div class="jp-Mermaid site-diagram"><p class="site-note">A dia
                 'these pages).</p>')
 
 # What a markdown cell's formulas and diagrams are looked for in: the text outside code spans and fenced
-# blocks (split out by CODE; a ```mermaid block is one of them). A formula is $…$ on one line or $$…$$.
+# blocks (split out by CODE; a ```mermaid block is one of them). A formula is $$…$$, or $…$ on one line with
+# no space just inside either dollar and no digit just after the closing one (as pandoc reads TeX math), so a
+# price ("$5, or $10") is left as text; an escaped dollar \$ is never one.
 CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
 MERMAID_FENCE = re.compile(r"```mermaid[ \t]*\n(.*?)```", re.S)
-FORMULA = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+FORMULA = re.compile(r"(?<!\\)\$\$(.+?)\$\$|(?<![\\$])\$(?=\S)([^$\n]*?\S)(?<!\\)\$(?![\d$])", re.S)
 ALIGNED = re.compile(r"\s*\\begin\{aligned\}(.*)\\end\{aligned\}\s*", re.S)
 # A word markdown leaves as it is, standing in a cell's source for HTML put in after nbconvert rendered it
 # (a formula in a heading would also land in the heading's id: no lesson has one).
