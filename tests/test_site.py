@@ -204,7 +204,7 @@ def test_each_formula_is_a_picture_on_its_page(notebook, site):
     page = (site / build_site.page_name(notebook)).read_text(encoding="utf-8")
     found = [f for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown"
              for f in build_site.formulas(c.source)]
-    pictures = sum(len(build_site.mathtext_rows(tex)) for tex, _ in found)
+    pictures = sum(len(build_site.mathtext_rows(tex, display)) for tex, display in found)
     assert page.count('<img class="site-math"') == pictures, notebook.name
     assert page.count('<span class="site-math-display">') == sum(display for _, display in found), notebook.name
     assert "site-math-source" not in page and "cadlabswap" not in page, notebook.name

@@ -11,7 +11,7 @@ they would do is done here, ahead of time:
 - MathJax: each formula of a markdown cell ($…$ or $$…$$, outside code spans and fenced blocks) is drawn by
   matplotlib's mathtext as an SVG picture, inlined as a data URL, sized to the line and on its baseline, its
   LaTeX as alt text and title. The LaTeX mathtext does not know is rewritten first (MATHTEXT_REWRITES: \ge,
-  \le, \big, \tfrac, \lVert, \text, an aligned block drawn one row per line); the notebooks keep their
+  \le, \big, \tfrac, \lVert, \sqrt d; an aligned block is drawn one row per line); the notebooks keep their
   LaTeX, which JupyterLab's MathJax draws. A formula mathtext still cannot draw stays as its LaTeX in <code>.
   Each formula becomes a plain word before nbconvert renders the markdown, and its HTML replaces that word
   afterwards, so markdown never sees (nor mangles) the LaTeX.
@@ -84,19 +84,19 @@ ALIGNED = re.compile(r"\s*\\begin\{aligned\}(.*)\\end\{aligned\}\s*", re.S)
 # (a formula in a heading would also land in the heading's id: no lesson has one).
 SWAP = re.compile(r"<p>(cadlabswap\d+x)</p>|(cadlabswap\d+x)")
 # LaTeX that JupyterLab's MathJax knows and mathtext does not, rewritten (in this order) to what mathtext
-# draws the same or nearly so; \text{...} becomes \mathrm{...} with its spaces kept (text_as_mathrm), and an
-# aligned block is drawn one row per line (mathtext_rows). The notebooks keep their LaTeX.
+# draws the same or nearly so (\text{...} needs none: mathtext has it, spaces and hyphens kept); an aligned
+# block is drawn one row per line (mathtext_rows). The notebooks keep their LaTeX.
 MATHTEXT_REWRITES = [(re.compile(pattern), replacement) for pattern, replacement in [
-    (r"\\ge(?![a-zA-Z])", r"\\geq"), (r"\\le(?![a-zA-Z])", r"\\leq"),        # the short names of >= and <=
-    (r"\\[bB]igg?[lr]?(?![a-zA-Z])", ""),                                      # \big( ... \big): plain delimiters
-    (r"\\tfrac(?![a-zA-Z])", r"\\frac"),                                       # a text-size fraction: a fraction
-    (r"\\frac\s*(\w)\s*(\w)", r"\\frac{\1}{\2}"),                                 # \frac12 -> \frac{1}{2}
-    (r"\\sqrt\s+(\w)", r"\\sqrt{\1}"),                                           # \sqrt d -> \sqrt{d}
-    (r"\\[lr]Vert(?![a-zA-Z])", r"\\Vert"),                                     # the norm's bars
+    (r"\\ge(?![a-zA-Z])", r"\\geq"), (r"\\le(?![a-zA-Z])", r"\\leq"),   # the short names of >= and <=
+    (r"\\[bB]igg?[lr]?(?![a-zA-Z])", ""),                               # \big( ... \big): plain delimiters
+    (r"\\tfrac(?![a-zA-Z])", r"\\frac"),                                # a text-size fraction: a fraction
+    (r"\\(d?frac)\s*(\w)\s*(\w)", r"\\\1{\2}{\3}"),                     # \frac12 -> \frac{1}{2}
+    (r"\\sqrt\s+(\w)", r"\\sqrt{\1}"),                                  # \sqrt d -> \sqrt{d}
+    (r"\\[lr]Vert(?![a-zA-Z])", r"\\Vert"),                             # the norm's bars
 ]]
-TEXT = re.compile(r"\\text\{([^{}]*)\}")
+DISPLAY_FRACTION = (re.compile(r"\\frac(?![a-zA-Z])"), r"\\dfrac")      # in $$…$$: a fraction as TeX sets it there
 MATH_PT = 10.0          # the size mathtext draws at; a picture's size is then given in em of the text around it
-MATH_SCALE = 1.1        # a formula's letters a little larger than the text's, as MathJax draws them
+MATH_SCALE = 1.2        # a formula's letters a little larger than the text's, as MathJax draws them
 MATH_FONTS = "cm"       # mathtext's Computer Modern: TeX's look, as MathJax's
 MATH_RC = {"svg.fonttype": "path", "svg.hashsalt": "cadlab"}   # glyphs as paths; the same bytes every build
 
@@ -199,23 +199,19 @@ def data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def text_as_mathrm(match: re.Match) -> str:
-    """\\text{for each layer:} -> \\mathrm{for\\ each\\ layer:} (mathtext drops the spaces of math)."""
-    return r"\mathrm{" + match.group(1).replace(" ", r"\ ") + "}"
-
-
-def mathtext_rows(tex: str) -> list[tuple[str, str]]:
+def mathtext_rows(tex: str, display: bool = False) -> list[tuple[str, str]]:
     """A formula as mathtext is given it: (the LaTeX, what mathtext draws) for each line, the rewrites of
-    MATHTEXT_REWRITES applied and the spaces and newlines collapsed; an aligned block gives one line per row,
-    its & dropped (the rows are centred, not aligned)."""
+    MATHTEXT_REWRITES applied (and, in a display formula, \\frac as \\dfrac: mathtext has no display style) and
+    the spaces and newlines collapsed; an aligned block gives one line per row, its & dropped (the rows are
+    centred, not aligned)."""
     aligned = ALIGNED.fullmatch(tex)
     rows = [row.replace("&", "") for row in aligned.group(1).split("\\\\")] if aligned else [tex]
     lines = []
     for row in filter(str.strip, rows):
-        drawn = row
+        drawn = DISPLAY_FRACTION[0].sub(DISPLAY_FRACTION[1], row) if display else row
         for pattern, replacement in MATHTEXT_REWRITES:
             drawn = pattern.sub(replacement, drawn)
-        lines.append((" ".join(row.split()), " ".join(TEXT.sub(text_as_mathrm, drawn).split())))
+        lines.append((" ".join(row.split()), " ".join(drawn.split())))
     return lines
 
 
@@ -250,7 +246,7 @@ def formula_img(latex: str, drawn: str) -> str | None:
 def formula_html(tex: str, display: bool) -> str:
     """A formula as pictures (a display formula centred, one picture per line), or, when mathtext cannot draw
     one of its lines, as its LaTeX source in <code>."""
-    images = [formula_img(latex, drawn) for latex, drawn in mathtext_rows(tex)]
+    images = [formula_img(latex, drawn) for latex, drawn in mathtext_rows(tex, display)]
     if not images or None in images:
         dollars = "$$" if display else "$"
         return f'<code class="site-math-source">{html.escape(dollars + tex.strip() + dollars)}</code>'
