@@ -196,6 +196,7 @@ def title_and_objectives(notebook) -> tuple[str, str]:
 
 
 def data_url(mime: str, data: bytes) -> str:
+    """The bytes as a ``data:`` URL (a picture that is part of the page, not a file it loads)."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -238,9 +239,10 @@ def formula_img(latex: str, drawn: str) -> str | None:
     if svg is None:
         return None
     picture, width, height, depth = svg
-    style = f"width:{width * MATH_SCALE:.3f}em;height:{height * MATH_SCALE:.3f}em;vertical-align:{-depth * MATH_SCALE:.3f}em"
+    width, height, depth = (round(size * MATH_SCALE, 3) for size in (width, height, depth))
     text = html.escape(latex)
-    return f'<img class="site-math" src="{data_url("image/svg+xml", picture)}" alt="{text}" title="{text}" style="{style}">'
+    return (f'<img class="site-math" src="{data_url("image/svg+xml", picture)}" alt="{text}" title="{text}" '
+            f'style="width:{width}em;height:{height}em;vertical-align:{-depth}em">')
 
 
 def formula_html(tex: str, display: bool) -> str:
@@ -276,12 +278,14 @@ def lesson_of(notebook_path: Path) -> Path:
 
 
 def diagram_still(lesson: Path | None, cell, k: int) -> Path | None:
+    """The current still of the k-th diagram of a lesson's markdown cell, or None."""
     if lesson is None:
         return None
     return make_stills.current_still(lesson, cell, make_stills.diagram_name(lesson, cell.id, k))
 
 
 def explorer_still(lesson: Path | None, cell) -> Path | None:
+    """The current still of a lesson's explorer cell, or None."""
     if lesson is None:
         return None
     return make_stills.current_still(lesson, cell, make_stills.explorer_name(lesson, cell.id))
@@ -295,15 +299,18 @@ def with_swaps(cell, lesson: Path | None, swaps: dict[str, str]) -> None:
         swaps[word] = markup
         return word
 
+    def swap_formula(match: re.Match) -> str:
+        display = match.group(1) is not None
+        return swap(formula_html(match.group(1) if display else match.group(2), display))
+
     parts, diagrams = CODE.split(cell.source), 0
     for index, part in enumerate(parts):
-        if index % 2 == 0:
-            parts[index] = FORMULA.sub(lambda m: swap(formula_html(m.group(1) or m.group(2), m.group(1) is not None)),
-                                       part)
-        elif MERMAID_FENCE.fullmatch(part):
+        if index % 2 == 0:                                 # text: its formulas
+            parts[index] = FORMULA.sub(swap_formula, part)
+        elif mermaid := MERMAID_FENCE.fullmatch(part):     # a diagram: its still, when it has a current one
             still = diagram_still(lesson, cell, diagrams)
             if still is not None:
-                parts[index] = f"\n\n{swap(diagram_html(still.read_bytes(), MERMAID_FENCE.fullmatch(part).group(1)))}\n\n"
+                parts[index] = f"\n\n{swap(diagram_html(still.read_bytes(), mermaid.group(1)))}\n\n"
             diagrams += 1
     cell.source = "".join(parts)
 
@@ -447,7 +454,8 @@ def missing_stills() -> list[str]:
             where = f"notebooks/{lesson.name}, cell {cell.id}"
             if cell.cell_type == "markdown":
                 blocks = [part for part in CODE.split(cell.source)[1::2] if MERMAID_FENCE.fullmatch(part)]
-                missing += [f"{where}: diagram {k}" for k in range(len(blocks)) if diagram_still(lesson, cell, k) is None]
+                missing += [f"{where}: diagram {k}" for k in range(len(blocks))
+                            if diagram_still(lesson, cell, k) is None]
             elif is_explorer(cell) and explorer_still(lesson, cell) is None:
                 missing.append(f"{where}: explorer")
     return missing

@@ -94,7 +94,7 @@ def test_page_01_shows_its_diagram_and_formulas_as_pictures(site, browser, out_d
     try:
         pictures = page.locator("img.site-math")
         assert page.locator("code.site-math-source").count() == 0, "a formula of page 01 is left as its source"
-        assert pictures.count() >= len(formulas) > 10, f"{pictures.count()} formula pictures for {len(formulas)} formulas"
+        assert pictures.count() >= len(formulas) > 10, f"{pictures.count()} pictures for {len(formulas)} formulas"
         undrawn = [pictures.nth(i).get_attribute("alt") for i in range(pictures.count())
                    if not pictures.nth(i).evaluate(DRAWN)]
         assert not undrawn, f"formula pictures that do not show: {undrawn}"
