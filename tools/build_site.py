@@ -112,7 +112,7 @@ p.site-explorer { margin-left: var(--jp-cell-prompt-width, 64px); }
 img.site-math { display: inline; margin: 0 0.08em; }
 .site-math-display { display: block; text-align: center; margin: 0.6em 0; }
 .site-math-display img.site-math { display: block; margin: 0.35em auto; }
-img.site-diagram-still { display: block; width: 100%; height: auto; margin: 0.5em 0; }
+img.site-diagram-still { display: block; width: 100%; height: auto; margin: 0.5em auto; }
 .site-diagram details, .site-diagram summary { font-family: system-ui, sans-serif; font-size: 13px; color: #444; }
 .site-diagram details pre { background: #f7f7f7; border: 1px dashed #bbb; padding: 8px; }
 img.site-explorer-still { display: block; max-width: 100%; height: auto; border: 1px solid #d8dee6;
@@ -416,8 +416,9 @@ the sampling loop and the KV cache by hand, builds a GPT from scratch, and ends 
 of a mechanical part goes in, CadQuery code comes out, and the code becomes a solid. Everything runs offline on
 a laptop CPU.</p>
 <p>These pages are the executed course: each lesson with the outputs stored in the repository (the ones the
-tests check), its solutions on a page of their own. They are static: the diagrams and the explorers (sliders
-and dropdowns) are shown as stills taken in JupyterLab, and an explorer needs a live kernel to move.</p>
+tests check), its solutions on a page of their own. They are static: the formulas are pictures drawn by
+matplotlib, the diagrams and the explorers (sliders and dropdowns) are shown as stills taken in JupyterLab, and
+an explorer needs a live kernel to move.</p>
 <h2>How to install and run it</h2>
 <p>In a clone of the repository, with Python 3.11, 3.12 or 3.13 and <code>make</code>:</p>
 <pre><code>make lab     # set up (first time: a few minutes), then open JupyterLab on the course

@@ -5,7 +5,8 @@ an explorer. `make stills` takes pictures of both in a real JupyterLab, driven i
 stores them in notebooks/stills/:
 
     NN_<cellid>_<k>.svg   the k-th ```mermaid block of a markdown cell, the SVG JupyterLab drew
-    NN_<cellid>.png       an explorer cell's output area after its first run and one control move
+    NN_<cellid>.png       an explorer cell's output area after its first run and one control move (a PNG
+                          with a palette, in the 1300 px wide window of the test)
     stills.json           for each still: its notebook, cell id, kind and a hash of the cell's source
 
 It does so by running the two browser tests that already drive JupyterLab,
@@ -16,8 +17,8 @@ is stale: ``current_still`` then returns None, the site shows the cell's fallbac
 `make stills`, and tests/test_site.py fails until the stills are taken again. After the run, entries of
 cells that no longer exist are removed with their files.
 
-    python tools/make_stills.py                  # every diagram and explorer (about 15 minutes)
-    python tools/make_stills.py -k 03_kv_cache   # extra arguments go to pytest
+    python tools/make_stills.py                  # every diagram and explorer (about 4 minutes on 2 cores)
+    python tools/make_stills.py -k 03_kv_cache   # extra arguments go to pytest (make stills ARGS="-k ...")
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
+
+import nbformat
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -101,8 +105,6 @@ def save_diagram(notebook: Path, cell, k: int, data_url: str) -> Path | None:
 
 def small_png(png: bytes) -> bytes:
     """The screenshot with a palette of PNG_COLORS colors (plots and text need no more)."""
-    from PIL import Image
-
     image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=PNG_COLORS, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
@@ -140,8 +142,6 @@ def current_still(lesson: Path, cell, name: str, folder: Path = STILLS, entries:
 
 def prune(folder: Path = STILLS) -> list[str]:
     """Remove the entries (and files) of cells that no longer exist, and files the manifest does not list."""
-    import nbformat
-
     entries, removed = load_manifest(folder), []
     ids = {}
     for name, entry in list(entries.items()):
