@@ -78,7 +78,7 @@ LESSONS := $(sort $(filter-out %_solutions.ipynb,$(wildcard notebooks/[0-9][0-9]
 NBVAL := -p tests.notebooks.conftest --nbval --nbval-current-env \
 	--nbval-sanitize-with tests/notebooks/sanitize.cfg --nbval-cell-timeout=600
 
-.PHONY: setup check-python check lab test unit browser notebooks execute solutions site wheelhouse lock clean
+.PHONY: setup check-python check lab test unit browser notebooks execute solutions site stills wheelhouse lock clean
 
 setup: $(STAMP)
 
@@ -225,9 +225,16 @@ execute: setup
 
 # A static website of the executed course in build/site/ (open build/site/index.html): every lesson and
 # solutions notebook as a page of its stored outputs (nothing is executed), and an index with the syllabus.
+# Formulas are drawn by matplotlib's mathtext, diagrams and explorers shown as the stills of `make stills`.
 # Offline: the pages load nothing from the network. tests/test_site.py builds it too, so `make test` does.
 site: setup
 	$(OFFLINE) $(PY) tools/build_site.py $(ARGS)
+
+# notebooks/stills/: each Mermaid diagram as the SVG JupyterLab draws and each explorer as a screenshot, taken
+# in JupyterLab in headless Chromium by the two browser tests that check them (tools/make_stills.py). Run it
+# after changing a diagram or an explorer cell, and commit the stills: the site shows them.
+stills: setup
+	$(OFFLINE) $(PY) tools/make_stills.py $(ARGS)
 
 # The venv (and the Python it was made with: the next `make setup` may pick another).
 clean:

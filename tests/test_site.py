@@ -2,8 +2,10 @@
 
 Every lesson and solutions notebook has a page, the index gives the syllabus, every internal link and source
 resolves to a file of the site (and an anchor to an id in it), no page loads a script, a stylesheet, a picture
-or a frame from the network, the solutions are linked from the lessons but not mixed into them, and every
-explorer and every Mermaid diagram carries its note. The browser side (no console error in Chromium) is
+or a frame from the network, the solutions are linked from the lessons but not mixed into them, every formula
+is drawn by mathtext (and a dollar in code or in a price is left alone), every Mermaid diagram and every
+explorer of the lessons has a current still in notebooks/stills/ (`make stills`) and the pages show them, and
+every explorer carries its note. The browser side (no console error in Chromium, the pictures show) is
 tests/browser/test_site_in_chromium.py.
 """
 
@@ -178,9 +180,49 @@ def test_explorers_and_diagrams_carry_their_note(notebook, site):
     for note in notes:
         assert "make lab" in note and notebook.relative_to(ROOT).as_posix() in note, note
     assert "application/vnd.jupyter.widget" not in page and "widget-state" not in page, notebook.name
+    assert page.count('class="site-explorer-still"') == explorers, f"{notebook.name}: an explorer without its still"
     diagrams = sum(len(MERMAID.findall(c.source)) for c in cells if c.cell_type == "markdown")
-    assert page.count('<div class="jp-Mermaid site-diagram"><p class="site-note">') == diagrams, notebook.name
-    assert page.count('<div class="jp-Mermaid">') == 0, f"{notebook.name}: a diagram without its note"
+    assert page.count('<div class="site-diagram"><img class="site-diagram-still"') == diagrams, notebook.name
+    assert page.count("<summary>Its Mermaid source</summary>") == diagrams, notebook.name
+    assert "jp-Mermaid" not in page, f"{notebook.name}: a diagram shown as its source (no current still)"
+
+
+def test_every_diagram_and_explorer_of_the_lessons_has_a_current_still():
+    missing = build_site.missing_stills()
+    assert not missing, ("no still, or a still of an older source, of:\n    " + "\n    ".join(missing)
+                         + "\nrun `make stills` (it needs Chromium) and commit notebooks/stills/")
+
+
+def test_every_formula_is_drawn_by_mathtext():
+    formulas = build_site.lesson_formulas()
+    assert len(formulas) >= 90, f"the lessons have {len(formulas)} formulas: fewer than when this test was written"
+    assert not build_site.formulas_left_as_source(), "formulas mathtext cannot draw, even rewritten"
+
+
+@pytest.mark.parametrize("notebook", LESSONS + SOLUTIONS, ids=lambda p: p.stem)
+def test_each_formula_is_a_picture_on_its_page(notebook, site):
+    page = (site / build_site.page_name(notebook)).read_text(encoding="utf-8")
+    found = [f for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "markdown"
+             for f in build_site.formulas(c.source)]
+    pictures = sum(len(build_site.mathtext_rows(tex, display)) for tex, display in found)
+    assert page.count('<img class="site-math"') == pictures, notebook.name
+    assert page.count('<span class="site-math-display">') == sum(display for _, display in found), notebook.name
+    assert "site-math-source" not in page and "cadlabswap" not in page, notebook.name
+    for tex, display in found:
+        if not display:
+            assert f'alt="{html.escape(" ".join(tex.split()))}"' in page, f"{notebook.name}: {tex!r} has no alt text"
+
+
+def test_dollars_in_code_and_prices_are_left_alone():
+    text = ("A price: $5, or $10 with shipping. The shell's `echo $HOME` and $x^2$.\n\n"
+            "```bash\necho $PATH $y$\n```\n\n$$\\begin{aligned} a &\\ge b \\\\ \\text{so} &\\quad c \\end{aligned}$$")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
+    page = build_site.render(build_site.site_exporter(), notebook, "demo", "notebooks/99_demo.ipynb", "")
+    shown = visible_text(page)
+    for kept in ("$5, or $10 with shipping", "echo $HOME", "echo $PATH $y$"):
+        assert kept in shown, kept
+    assert re.findall(r'<img class="site-math"[^>]* alt="([^"]*)"', page) == ["x^2", "a \\ge b", "\\text{so} \\quad c"]
+    assert page.count('<span class="site-math-display">') == 1
 
 
 def test_an_explorer_keeps_its_stored_still_and_loses_its_widget_view():
@@ -205,3 +247,18 @@ def test_an_explorer_keeps_its_stored_still_and_loses_its_widget_view():
     notes = re.findall(r'<p class="site-note site-explorer">(.*?)</p>', page, re.S)
     assert len(notes) == 1, "one note, for the explorer only"
     assert "as a still" in notes[0] and "make lab" in notes[0] and "notebooks/99_demo.ipynb" in notes[0]
+
+
+def test_a_stale_or_missing_still_gives_the_fallback(tmp_path):
+    """A still is current only while its cell's source is the one it was taken of; without one, a diagram is
+    shown as its Mermaid source with its note."""
+    lesson = LESSONS[0]
+    cell = nbformat.v4.new_markdown_cell("```mermaid\nflowchart LR\n  a --> b\n```", id="demo")
+    name = build_site.make_stills.diagram_name(lesson, "demo", 0)
+    build_site.make_stills.record(tmp_path, name, b"<svg/>", lesson, "demo", "diagram", cell.source)
+    assert build_site.make_stills.current_still(lesson, cell, name, tmp_path) == tmp_path / name
+    cell.source += "\n"
+    assert build_site.make_stills.current_still(lesson, cell, name, tmp_path) is None, "a stale still is current"
+    page = build_site.render(build_site.site_exporter(), nbformat.v4.new_notebook(cells=[cell]), "demo",
+                             "notebooks/99_demo.ipynb", "")
+    assert page.count(build_site.MERMAID_NOTE) == 1 and 'class="site-diagram-still"' not in page

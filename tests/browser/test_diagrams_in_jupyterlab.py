@@ -1,10 +1,12 @@
 """The lessons' Mermaid diagrams render in JupyterLab: every ```mermaid block of a markdown cell becomes
 a picture (an SVG image), and none becomes an error box. The notebooks are copied with their markdown cells
-only (a diagram needs no kernel); a screenshot of each diagram goes to out/browser/."""
+only (a diagram needs no kernel); a screenshot of each diagram goes to out/browser/. With ``CADLAB_STILLS`` set
+(`make stills`, tools/make_stills.py), each diagram's SVG is also stored there as the site's still of it."""
 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "out" / "browser"
+sys.path.insert(0, str(ROOT / "tools"))
+import make_stills  # noqa: E402  (stores the stills when CADLAB_STILLS is set)
 MERMAID = re.compile(r"^```mermaid\s*$", re.M)
 WITH_DIAGRAMS = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
                  if any(c.cell_type == "markdown" and MERMAID.search(c.source)
@@ -21,6 +25,15 @@ WITH_DIAGRAMS = [p for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb
 
 def test_some_lesson_has_a_diagram():
     assert WITH_DIAGRAMS, "no lesson has a ```mermaid diagram"
+
+
+def save_stills(path: Path, notebook, rendered_cells):
+    """Each diagram's SVG as the site's still of it (only with CADLAB_STILLS set; the cells are those of the
+    copy, markdown only, in the order JupyterLab shows them)."""
+    for index, cell in enumerate(notebook.cells):
+        for k in range(len(MERMAID.findall(cell.source))):
+            image = rendered_cells.nth(index).locator(".jp-RenderedMermaid img").nth(k)
+            make_stills.save_diagram(path, cell, k, image.get_attribute("src"))
 
 
 @pytest.mark.parametrize("path", WITH_DIAGRAMS, ids=lambda p: p.stem)
@@ -57,6 +70,7 @@ def test_every_diagram_renders_in_jupyterlab(path, lab, browser, out_dir):
             diagrams.nth(index).screenshot(path=str(OUT / f"{path.stem}_diagram{index}.png"))
         errors = [line for line in console if line.startswith("[error]") and "mermaid" in line.lower()]
         assert not errors, "Mermaid logged errors:\n" + "\n".join(errors)
+        save_stills(path, notebook, cells)
     finally:
         page.close()
         lab.shutdown_kernels()

@@ -6,13 +6,15 @@ code cell, which loads the model, the cells named in ``NEEDS``, and the explorer
 running whole lessons would take far longer than the 5 minutes this run may take; the lessons
 themselves run under nbval. The copy is opened in JupyterLab and run with Run > Run All Cells.
 A screenshot of each explorer after its control moved goes to out/browser/ (on failure also a
-screenshot of the page, the browser console and the server log).
+screenshot of the page, the browser console and the server log). With ``CADLAB_STILLS`` set (`make stills`,
+tools/make_stills.py), that screenshot is also stored there as the site's still of the explorer.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 OUT = ROOT / "out" / "browser"           # the same folder as conftest.OUT (the fixture out_dir empties it)
+sys.path.insert(0, str(ROOT / "tools"))
+import make_stills  # noqa: E402  (stores the stills when CADLAB_STILLS is set)
 
 # notebook -> (source markers of the cells the explorers need besides the first code cell,
 #              [(explorer marker, control kind, control label, new value[, button to click then])]:
@@ -80,6 +84,12 @@ def trimmed_copy(name: str, folder: Path) -> Path:
     path = folder / name
     path.write_text(json.dumps(notebook, indent=1))
     return path
+
+
+def explorer_cell(name: str, marker: str) -> dict:
+    """The lesson's explorer cell (its id and source) that contains ``marker``."""
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    return next(c for c in cells if is_explorer(c) and marker in "".join(c["source"]))
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.5):
@@ -182,6 +192,9 @@ def test_explorer_runs_and_responds_in_jupyterlab(name, lab, browser, out_dir):
             output = cell.locator(".jp-Cell-outputWrapper")
             output.scroll_into_view_if_needed()
             output.screenshot(path=str(OUT / f"{stem}_{marker.removeprefix('def ').split('(')[0]}.png"))
+            if make_stills.stills_folder() is not None:        # the output alone, without the active cell's bar
+                png = cell.locator(".jp-Cell-outputArea").screenshot()
+                make_stills.save_explorer(NOTEBOOKS / name, explorer_cell(name, marker), png)
 
         assert not error_outputs(panel), f"error output in {name}:\n" + "\n---\n".join(error_outputs(panel))
         assert "Error displaying widget" not in panel.locator(".jp-Notebook").inner_text()
