@@ -146,8 +146,20 @@ def test_the_index_gives_the_syllabus_and_how_to_install(site):
         title = intro.splitlines()[0].removeprefix("# ").strip()
         assert html.escape(title) in section.group(1), title
         assert f"to run: {say_seconds(times[key]['seconds'])}" in visible_text(section.group(1)), key
+        assert f"to study: about {build_site.agendas.study_minutes(key)} min" in visible_text(section.group(1)), key
         assert len(re.findall(r"<li>", section.group(1))) >= 5, f"{lesson.name}: its objectives are missing"
         assert f"{lesson.stem}.html" in links and f"solutions/{lesson.stem}_solutions.html" in links, lesson.name
+
+
+def test_the_teachers_guide_is_a_page_linked_from_the_index(site):
+    assert "teaching.html" in {link for _, link in parse((site / "index.html").read_text(encoding="utf-8")).links}
+    guide = (site / "teaching.html").read_text(encoding="utf-8")
+    text = visible_text(guide)
+    for heading in ("90 minutes: what an inference step really is", "One day: from a decoder to CAD-Recode",
+                    "Two days: language models, then CAD", "The morning checklist", "Glossary"):
+        assert heading in text, heading
+    assert guide.count("<table") >= 5, "the agendas' tables are not rendered as tables"
+    assert "index.html" in {link for _, link in parse(guide).links}
 
 
 def test_solutions_are_linked_from_each_lesson_but_not_mixed_in(site):

@@ -55,6 +55,7 @@ from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import agendas  # noqa: E402  (each lesson's study time, as the teacher's guide reads it)
 import make_stills  # noqa: E402  (the stills of the diagrams and explorers, and whether each is current)
 from run_times import say_seconds  # noqa: E402  (the times the lessons state, said the same way)
 
@@ -62,6 +63,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 RUN_TIMES = NOTEBOOKS / "run_times.json"
 DEFAULT_OUT = ROOT / "build" / "site"
+GUIDE = ROOT / "docs" / "teaching.md"
+GUIDE_PAGE = "teaching.html"
 
 # An explorer (as tests/browser/test_explorers_in_jupyterlab.py finds them): ipywidgets on a live kernel.
 EXPLORER = re.compile(r"widgets\.interact\(|\.on_click\(")
@@ -154,6 +157,13 @@ pre code { padding: 0; }
 .lesson { border: 1px solid #d8dee6; border-radius: 8px; padding: 4px 16px 10px; margin: 14px 0; }
 .lesson h3 { margin-bottom: 4px; } .meta { color: #555; font-size: 0.92em; }
 .lesson ul, .lesson ol { margin-top: 4px; }
+"""
+
+
+GUIDE_CSS = """
+table { border-collapse: collapse; margin: 10px 0; font-size: 0.92em; }
+th, td { border: 1px solid #d8dee6; padding: 4px 8px; vertical-align: top; text-align: left; }
+th { background: #f3f5f8; }
 """
 
 
@@ -386,6 +396,28 @@ def lesson_pages(exporter: HTMLExporter, out: Path) -> None:
                                               (f"The lesson {lesson.stem}", f"../{page_name(lesson)}")], STATIC_NOTE))
 
 
+def guide_page(out: Path) -> Path:
+    """The teacher's guide, docs/teaching.md, as a page of the site (its agendas and tables included)."""
+    body = markdown2html_mistune(GUIDE.read_text(encoding="utf-8"))
+    text = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>cadlab: the teacher's guide</title>
+<style>{INDEX_CSS}{GUIDE_CSS}</style>
+</head>
+<body>
+<p><a href="index.html">Course index</a> · the guide's source: <code>docs/teaching.md</code></p>
+{body}
+</body>
+</html>
+"""
+    target = out / GUIDE_PAGE
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
 def index_page(out: Path) -> Path:
     """The syllabus: every lesson's title, objectives, run time and pages; how to install."""
     times = json.loads(RUN_TIMES.read_text())["notebooks"]
@@ -397,7 +429,8 @@ def index_page(out: Path) -> Path:
         sections.append(f"""<section class="lesson" id="lesson-{key}">
 <h3><a href="{page_name(lesson)}">{html.escape(title)}</a></h3>
 <p class="meta">Notebook <code>notebooks/{lesson.name}</code> · to run: {run_time} on a 2-core laptop CPU
-(recorded by <code>make execute</code>) · <a href="{page_name(lesson)}">the lesson</a> ·
+(recorded by <code>make execute</code>) · to study: about {agendas.study_minutes(key)} min (the lesson's
+estimate) · <a href="{page_name(lesson)}">the lesson</a> ·
 <a href="{page_name(solutions_of(lesson))}">its solutions</a></p>
 {"<p><strong>You will be able to</strong></p>" + markdown2html_mistune(objectives) if objectives else ""}
 </section>""")
@@ -426,6 +459,10 @@ make test    # set up, run the unit tests, then execute every notebook against i
 <p>After setup, run <code>make check</code> first: it runs <code>cadlab doctor</code>, a one-minute check that
 the course works on this machine, which says what to fix if it does not. The README says more: the platforms,
 disk and memory the course needs, and a classroom without a network.</p>
+<h2>Teaching it</h2>
+<p><a href="{GUIDE_PAGE}">The teacher's guide</a>: agendas for 90 minutes, one day and two days, with what to run
+live, what to show and what to skip in each slot, its takeaway and questions with their answers; the exercises;
+the morning checklist; what to do when a laptop fails; a glossary.</p>
 <h2>Syllabus</h2>
 {"".join(sections)}
 </body>
@@ -468,6 +505,7 @@ def build(out: Path = DEFAULT_OUT) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     lesson_pages(site_exporter(), out)
+    guide_page(out)
     as_source = formulas_left_as_source()
     print(f"cadlab: formulas of the lessons: {len(lesson_formulas()) - len(as_source)} drawn by mathtext, "
           f"{len(as_source)} left as LaTeX source" + "".join(f"\n    {tex!r}" for tex in as_source))
