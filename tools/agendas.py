@@ -21,6 +21,7 @@ that every agenda adds up and that every section, exercise and notebook it names
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,41 +415,49 @@ NINETY = Agenda(
     homework="Homework: notebooks 04 and 05, and every exercise of 01–03 and 07 (the exercise table below).",
 )
 
+# Slots the one-day and two-day agendas share.
+DAY_SETUP = Slot(20, "Setup check and the course's map", takeaway=SETUP_TAKEAWAY, questions=SETUP_QUESTIONS)
+SAMPLING_HOUR = Slot(
+    60, "02 The sampling loop", "02", live=("1", "2", "3", "5"), shown=("6", "7"), exercises=("my_top_k", "my_top_p"),
+    curious="Sections 8 (a chat) and 9 (the explorer) are for those who finish early.",
+    takeaway="Generation is a loop of logits, processors and a choice; ours equals `model.generate`.",
+    questions=Q02)
+POINT_CLOUDS = Slot(
+    45, "06 Point clouds", "06", live=("CadQuery", "2", "3", "5"), shown=("1", "4"),
+    exercises=("my_normalize_points", "my_chamfer"),
+    curious="The appendix (the mini model's training data) is reading for 07.",
+    takeaway="A part becomes 256 evenly spread points in one frame, and two solids are compared by Chamfer distance "
+             "and IoU.",
+    questions=Q06)
+CAD_RECODE = Slot(
+    75, "07 CAD-Recode end to end", "07", live=("2", "3", "4", "5", "7", "8", "9"), shown=("1", "10", "11", "12"),
+    exercises=("my_embed_prompt", "my_box_iou"),
+    curious="Say before section 8 that the demo part is the median held-out shape; section 11 shows the "
+            "distribution, failures included. Sections 13–14 are homework.",
+    takeaway="Points in, code out: the same decoder and loop, and its result judged against two baselines with no "
+             "model.",
+    questions=Q07)
+
 ONE_DAY = Agenda(
     title="One day: from a decoder to CAD-Recode",
     start=9 * 60, window=8 * 60,
     days=((
-        Slot(20, "Setup check and the course's map", takeaway=SETUP_TAKEAWAY, questions=SETUP_QUESTIONS),
+        DAY_SETUP,
         Slot(70, "01 Inside a decoder", "01", live=("1", "2", "3", "5"), shown=("4", "6", "7"),
              exercises=("count_parameters", "my_repeat_kv"),
              curious="RoPE's and RMSNorm's exercises (section 4) are homework.",
              takeaway="A forward pass is a handful of tensor operations, and ours gives the library's logits.",
              questions=Q01[:2] + Q01_LOOK[:1]),
         BREAK,
-        Slot(60, "02 The sampling loop", "02", live=("1", "2", "3", "5"), shown=("6", "7"),
-             exercises=("my_top_k", "my_top_p"),
-             curious="Sections 8 (a chat) and 9 (the explorer) are for those who finish early.",
-             takeaway="Generation is a loop of logits, processors and a choice; ours equals `model.generate`.",
-             questions=Q02),
+        SAMPLING_HOUR,
         Slot(45, "03 The KV cache", "03", live=("1", "2", "3", "5"), shown=("4",),
              exercises=("my_append_kv", "my_decode_attention"),
              curious="Sections 6–7 (where a decode step's time goes) are optional reading.",
              takeaway="The cache makes a decode step compute only the new token, with the same tokens as before.",
              questions=Q03),
         LUNCH,
-        Slot(45, "06 Point clouds", "06", live=("CadQuery", "2", "3", "5"), shown=("1", "4"),
-             exercises=("my_normalize_points", "my_chamfer"),
-             curious="The appendix (the mini model's training data) is reading for 07.",
-             takeaway="A part becomes 256 evenly spread points in one frame, and two solids are compared by "
-                      "Chamfer distance and IoU.",
-             questions=Q06),
-        Slot(75, "07 CAD-Recode end to end", "07", live=("2", "3", "4", "5", "7", "8", "9"),
-             shown=("1", "10", "11", "12"), exercises=("my_embed_prompt", "my_box_iou"),
-             curious="Say before section 8 that the demo part is the median held-out shape; section 11 shows the "
-                     "distribution, failures included. Sections 13–14 are homework.",
-             takeaway="Points in, code out: the same decoder and loop, and its result judged against two "
-                      "baselines with no model.",
-             questions=Q07),
+        POINT_CLOUDS,
+        CAD_RECODE,
         BREAK,
         Slot(45, "10 Constrained decoding", "10", live=("1", "2", "4", "6", "7"), shown=("9", "10"),
              exercises=("my_allowed",),
@@ -469,17 +478,13 @@ TWO_DAYS = Agenda(
     title="Two days: language models, then CAD",
     start=9 * 60, window=8 * 60,
     days=((
-        Slot(20, "Setup check and the course's map", takeaway=SETUP_TAKEAWAY, questions=SETUP_QUESTIONS),
+        DAY_SETUP,
         Slot(70, "01 Inside a decoder", "01", live=("1", "2", "3", "4", "5"), shown=("6", "7"),
              exercises=("count_parameters", "my_repeat_kv", "my_rms_norm"),
              takeaway="A forward pass is a handful of tensor operations, and ours gives the library's logits.",
              questions=Q01[:2] + Q01_LOOK[1:]),
         BREAK,
-        Slot(60, "02 The sampling loop", "02", live=("1", "2", "3", "5"), shown=("6", "7"),
-             exercises=("my_top_k", "my_top_p"),
-             curious="Sections 8 (a chat) and 9 (the explorer) are for those who finish early.",
-             takeaway="Generation is a loop of logits, processors and a choice; ours equals `model.generate`.",
-             questions=Q02),
+        SAMPLING_HOUR,
         Slot(45, "03 The KV cache (1): what it holds", "03", live=("1", "2", "3"),
              exercises=("my_append_kv", "my_decode_attention"),
              takeaway="The cache stores every earlier position's keys and values; using them is exact.",
@@ -511,20 +516,9 @@ TWO_DAYS = Agenda(
     ), (
         Slot(10, "Day 2: the map from words to parts", takeaway="Day 2 swaps the prompt's first words for a "
              "part's points and reads the model's text as a program.", questions=SETUP_QUESTIONS),
-        Slot(60, "06 Point clouds", "06", live=("CadQuery", "2", "3", "5"), shown=("1", "4"),
-             exercises=("my_part", "my_normalize_points", "my_chamfer"),
-             curious="The appendix (the mini model's training data) is reading for 07.",
-             takeaway="A part becomes 256 evenly spread points in one frame, and two solids are compared by "
-                      "Chamfer distance and IoU.",
-             questions=Q06),
+        dataclasses.replace(POINT_CLOUDS, minutes=60, exercises=("my_part",) + POINT_CLOUDS.exercises),
         BREAK,
-        Slot(75, "07 CAD-Recode end to end", "07", live=("2", "3", "4", "5", "7", "8", "9", "10"),
-             shown=("1", "11", "12"), exercises=("my_embed_prompt", "my_box_iou"),
-             curious="Say before section 8 that the demo part is the median held-out shape; section 11 shows the "
-                     "distribution, failures included. Sections 13–14 are homework.",
-             takeaway="Points in, code out: the same decoder and loop, and its result judged against two "
-                      "baselines with no model.",
-             questions=Q07),
+        dataclasses.replace(CAD_RECODE, live=CAD_RECODE.live + ("10",), shown=("1", "11", "12")),
         Slot(50, "08 Cadrille", "08", live=("3", "5", "9"), shown=("1–2", "6", "10", "11"),
              exercises=("my_insert_points",),
              curious="The batch, generation and proofs (sections 4, 7, 8) and rendering (12) are homework.",
